@@ -1,0 +1,1 @@
+//! Reference inference (Llama, Qwen2 on GGUF) on top of libllmstream.

@@ -1,0 +1,1 @@
+//! The C ABI (`lls_*`). OWNED BY THE C ABI WORK ITEM.

@@ -1,0 +1,2 @@
+//! Stats (in progress).
+pub struct Stats;
