@@ -126,6 +126,15 @@ impl Context {
         }
     }
 
+    /// Baseline for benchmarks: the driver's own pinned host → device copy rate (synchronous
+    /// cuMemcpyHtoD of a resident pinned buffer), in bytes per second. `None` on the host backend.
+    pub fn raw_h2d_peak(&self, bytes: usize, iters: u32) -> Result<Option<f64>> {
+        match &*self.inner.backend {
+            Backend::Cuda(c) => c.raw_h2d_peak(bytes, iters).map(Some),
+            Backend::Host => Ok(None),
+        }
+    }
+
     /// Open a file or block device for streaming.
     pub fn open(&self, path: &Path) -> Result<Arc<Source>> {
         let s = Source::open(path, self.inner.config.reader.direct)?;
