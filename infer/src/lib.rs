@@ -1,1 +1,3 @@
 //! Reference inference (Llama, Qwen2 on GGUF) on top of libllmstream.
+
+pub mod quant;
