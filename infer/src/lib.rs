@@ -8,6 +8,7 @@ pub mod error;
 pub mod forward;
 pub mod kv;
 pub mod ops;
+pub mod quant;
 pub mod sampler;
 pub mod weights;
 
