@@ -13,17 +13,20 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The error and its causes on one line.
+/// An error and its causes on one line, leaving out causes its message already holds.
 pub fn chain(e: &anyhow::Error) -> String {
-    let mut s = e.to_string();
-    for c in e.chain().skip(1) {
-        let c = c.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
         }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
     }
-    s
+    line.replace('\n', " ")
 }
 
 /// Parse sizes like `24G`, `512M`.

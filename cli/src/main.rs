@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print the GGUF model map: header, metadata, tensors, layers.
+    Inspect(inspect::InspectArgs),
     /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
     Bench(bench::BenchArgs),
 }
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     common::init_tracing();
     let cli = Cli::parse();
     let r = match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
     };
     match r {

@@ -42,7 +42,8 @@ impl Store {
     fn read(&self, at: usize, out: &mut [f32]) {
         match self {
             Store::F16(v) => {
-                for (o, s) in out.iter_mut().zip(&v[at..at + out.len()]) {
+                let n = out.len();
+                for (o, s) in out.iter_mut().zip(&v[at..at + n]) {
                     *o = s.to_f32();
                 }
             }
