@@ -26,6 +26,8 @@ pub struct State {
     scores: Vec<f32>,
     keys: Vec<f32>,
     vals: Vec<f32>,
+    qv: Vec<f64>,
+    acc: Vec<f64>,
 }
 
 impl State {
@@ -72,6 +74,8 @@ impl Transformer {
             scores: vec![0.0; n_ctx],
             keys: vec![0.0; n_ctx * width],
             vals: vec![0.0; n_ctx * width],
+            qv: vec![0.0; hp.head_dim],
+            acc: vec![0.0; hp.head_dim],
         }
     }
 
@@ -156,24 +160,37 @@ impl Transformer {
                     let kvh = head / group;
                     let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
                     let scores = &mut st.scores[..visible];
+                    // Q·K cancels heavily in real models: accumulate in f64. A sequential f32 sum moved
+                    // logits by up to 0.5 against llama.cpp, whose multi-lane SIMD sums are close to
+                    // exact; with f64 the logits equal its one-token path to 1e-4.
+                    for (a, &b) in st.qv.iter_mut().zip(qh) {
+                        // llama.cpp converts Q to f16 to multiply it with an f16 cache.
+                        *a = f64::from(if f16_kv { f16::from_f32(b).to_f32() } else { b });
+                    }
                     for (t, s) in scores.iter_mut().enumerate() {
                         let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                        *s = if f16_kv {
-                            // llama.cpp converts Q to f16 to multiply it with the f16 cache.
-                            kr.iter().zip(qh).map(|(&a, &b)| a * f16::from_f32(b).to_f32()).sum()
-                        } else {
-                            kr.iter().zip(qh).map(|(&a, &b)| a * b).sum()
-                        };
+                        let dot: f64 = kr.iter().zip(&st.qv).map(|(&a, &b)| f64::from(a) * b).sum();
+                        #[allow(clippy::cast_possible_truncation)] // the score is an f32 in ggml too
+                        {
+                            *s = dot as f32;
+                        }
                     }
                     ops::softmax_scaled(scores, kq_scale);
-                    let out = &mut att[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    out.fill(0.0);
+                    let acc = &mut st.acc[..hd];
+                    acc.fill(0.0);
                     for (t, &s) in scores.iter().enumerate() {
-                        // ...and the attention weights to f16 to multiply them with f16 V.
-                        let s = if f16_kv { f16::from_f32(s).to_f32() } else { s };
+                        // ...and the weights to f16 to multiply them with an f16 V.
+                        let s = f64::from(if f16_kv { f16::from_f32(s).to_f32() } else { s });
                         let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                        for (a, &b) in out.iter_mut().zip(vr) {
-                            *a += s * b;
+                        for (a, &b) in acc.iter_mut().zip(vr) {
+                            *a += s * f64::from(b);
+                        }
+                    }
+                    let out = &mut att[i * qd + head * hd..i * qd + (head + 1) * hd];
+                    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                        #[allow(clippy::cast_possible_truncation)]
+                        {
+                            *o = a as f32;
                         }
                     }
                 }
