@@ -193,7 +193,10 @@ impl Spec {
             "t.nested",
             V::Arr(
                 9,
-                vec![V::Arr(4, vec![V::U32(1), V::U32(2)]), V::Arr(8, vec![V::s("x")])],
+                vec![
+                    V::Arr(4, vec![V::U32(1), V::U32(2)]),
+                    V::Arr(8, vec![V::s("x")]),
+                ],
             ),
         );
         s.tensors = vec![
@@ -241,7 +244,7 @@ impl Spec {
                 .checked_next_multiple_of(self.alignment)
                 .unwrap_or(u64::MAX);
             put_str(&mut out, &t.name);
-            out.extend((t.dims.len() as u32).to_le_bytes());
+            out.extend(u32::try_from(t.dims.len()).unwrap().to_le_bytes());
             for d in &t.dims {
                 out.extend(d.to_le_bytes());
             }
@@ -249,11 +252,11 @@ impl Spec {
             out.extend(off.to_le_bytes());
         }
         let header_end = out.len();
-        let data_offset = header_end.next_multiple_of(self.alignment as usize);
+        let data_offset = header_end.next_multiple_of(usize::try_from(self.alignment).unwrap());
         out.resize(data_offset, 0);
         // Data: a recognisable pattern, up to the end of the last tensor, no trailing padding.
         let data_len = usize::try_from(data_end).unwrap().min(1 << 20);
-        out.extend((0..data_len).map(|i| (i % 251) as u8));
+        out.extend((0..data_len).map(|i| u8::try_from(i % 251).unwrap()));
         Built {
             bytes: out,
             kv_start,
@@ -266,6 +269,12 @@ impl Spec {
 
     fn bytes(&self) -> Vec<u8> {
         self.build().bytes
+    }
+
+    /// The header alone: no padding, no data.
+    fn header_only(&self) -> Vec<u8> {
+        let built = self.build();
+        built.bytes[..built.header_end].to_vec()
     }
 
     fn parse(&self) -> Result<GgufFile, GgufError> {
@@ -364,7 +373,10 @@ fn synthetic_file_parses_exactly() {
     );
     assert!(matches!(
         f.require_u32("t.str"),
-        Err(GgufError::WrongType { found: "string", .. })
+        Err(GgufError::WrongType {
+            found: "string",
+            ..
+        })
     ));
 
     let names: Vec<_> = f.tensors.iter().map(|t| t.name.as_str()).collect();
@@ -484,7 +496,12 @@ fn layers_interleaved_with_others_are_not_contiguous() {
     let spans: Vec<_> = f.layers.iter().map(|l| l.span.clone()).collect();
     assert_eq!(
         spans,
-        [d..d + 96, d + 32..d + 128, d + 128..d + 224, d + 224..d + 288]
+        [
+            d..d + 96,
+            d + 32..d + 128,
+            d + 128..d + 224,
+            d + 224..d + 288
+        ]
     );
     let contiguous: Vec<_> = f.layers.iter().map(|l| l.contiguous).collect();
     assert_eq!(contiguous, [false, false, false, true]);
@@ -536,8 +553,8 @@ fn every_truncation_of_the_header_is_an_error() {
                     | GgufError::StringTooLong { .. }
             )
         } else {
-            // The header is whole; the last tensor's data is cut.
-            matches!(e, GgufError::TensorPastEnd { tensor: 5, .. })
+            // The header is whole; some tensor's data is cut.
+            matches!(e, GgufError::TensorPastEnd { .. })
         };
         assert!(ok, "cut at {n}: {e:?}");
         // Display never panics and names an offset or a place.
@@ -587,10 +604,19 @@ fn every_truncation_of_the_header_is_an_error() {
         truncated_what(&e),
         "offset of tensor 5 \"output_norm.weight\""
     );
-    // The header complete, padding cut.
+    // The header complete, padding cut: the first tensor's data is missing.
     assert!(matches!(
         cut(built.header_end),
-        GgufError::TensorPastEnd { tensor: 5, .. }
+        GgufError::TensorPastEnd { tensor: 0, .. }
+    ));
+    // Only the last tensor's last byte missing.
+    assert!(matches!(
+        cut(full.len() - 1),
+        GgufError::TensorPastEnd {
+            tensor: 5,
+            size: 32,
+            ..
+        }
     ));
 }
 
@@ -605,7 +631,10 @@ fn every_truncation_inside_the_metadata_is_an_error_of_a_known_kind() {
         match &e {
             GgufError::Truncated { what, offset, .. } => {
                 assert!(*offset <= n as u64, "cut {n}: {e}");
-                assert!(what.contains("key") || what.contains("entry"), "cut {n}: {e}");
+                assert!(
+                    what.contains("key") || what.contains("entry"),
+                    "cut {n}: {e}"
+                );
             }
             GgufError::StringTooLong { .. } | GgufError::CountTooLarge { .. } => {}
             other => panic!("cut {n}: {other:?}"),
@@ -660,6 +689,31 @@ fn a_reader_shorter_than_the_declared_length_is_an_io_error() {
 }
 
 #[test]
+fn an_overstated_length_reserves_nothing_the_header_claims() {
+    // The caller declares u64::MAX bytes; the reader holds a few. Nothing may be reserved
+    // from the claimed counts beyond the caps, and each claim ends in an error, not an abort.
+    let mut s = Spec::valid();
+    s.tensor_count = Some(1 << 50);
+    let bytes = s.header_only();
+    assert!(matches!(
+        GgufFile::parse(bytes.as_slice(), u64::MAX),
+        Err(GgufError::Io { .. })
+    ));
+    let mut s = Spec::empty();
+    s.kv("arr", V::ArrHeader(8, 1 << 60));
+    assert!(matches!(
+        GgufFile::parse(s.header_only().as_slice(), u64::MAX),
+        Err(GgufError::MetadataTooLarge { .. })
+    ));
+    let mut s = Spec::empty();
+    s.kv("s", V::StrLen(1 << 40, vec![]));
+    assert!(matches!(
+        GgufFile::parse(s.header_only().as_slice(), u64::MAX),
+        Err(GgufError::StringTooLong { max, .. }) if max == llmstream::gguf::MAX_STRING_LEN
+    ));
+}
+
+#[test]
 fn bad_magic() {
     let mut s = Spec::valid();
     s.magic = *b"GGML";
@@ -694,14 +748,31 @@ fn huge_counts() {
         GgufError::CountTooLarge { ref what, count: u64::MAX, offset: 16, .. }
             if what == "metadata key count"
     ));
-    // More entries than written, but few enough to fit: the reads run off the end.
+    // One entry more than written: it cannot fit in what is left.
     let mut s = Spec::empty();
     s.kv("a", V::U8(1));
     s.kv_count = Some(2);
     assert!(matches!(
-        s.err(),
-        GgufError::CountTooLarge { .. } | GgufError::Truncated { .. }
+        GgufFile::parse_bytes(&s.header_only()).unwrap_err(),
+        GgufError::CountTooLarge {
+            count: 2,
+            max: 1,
+            ..
+        }
     ));
+    // One entry more than written, and room for it: the read runs off the end.
+    let mut s = Spec::empty();
+    s.kv("a", V::s(&"x".repeat(30)));
+    s.kv_count = Some(2);
+    assert_eq!(
+        GgufFile::parse_bytes(&s.header_only()).unwrap_err(),
+        GgufError::Truncated {
+            what: "key of metadata entry 1".into(),
+            offset: 24 + 51,
+            needed: 8,
+            available: 0
+        }
+    );
 }
 
 #[test]
@@ -713,7 +784,7 @@ fn huge_string_lengths() {
         GgufError::StringTooLong { ref what, len, .. } if what == "value of key \"k\"" && len == 1 << 62
     ));
     // A key length.
-    let mut bytes = Spec::empty().bytes();
+    let mut bytes = Spec::empty().header_only();
     bytes[16..24].copy_from_slice(&1u64.to_le_bytes());
     bytes.extend((1u64 << 62).to_le_bytes());
     bytes.extend([0u8; 64]);
@@ -754,7 +825,7 @@ fn huge_array_lengths() {
 fn metadata_memory_is_capped() {
     // 17M one-byte elements fit in the file but would take 32 bytes each in memory.
     let n = 17 << 20;
-    let mut bytes = Spec::empty().bytes();
+    let mut bytes = Spec::empty().header_only();
     bytes[16..24].copy_from_slice(&1u64.to_le_bytes());
     put_str(&mut bytes, b"big");
     bytes.extend(9u32.to_le_bytes());
@@ -784,7 +855,10 @@ fn unknown_value_types() {
     s.kv("weird", V::ArrHeader(0xffff_ffff, 1));
     assert!(matches!(
         s.err(),
-        GgufError::UnknownValueType { type_id: 0xffff_ffff, .. }
+        GgufError::UnknownValueType {
+            type_id: 0xffff_ffff,
+            ..
+        }
     ));
 }
 
@@ -847,7 +921,8 @@ fn duplicates() {
         }
     );
     let mut s = Spec::valid();
-    s.tensors.push(T::new("blk.0.ffn_up.weight", &[8], GgmlType::F32));
+    s.tensors
+        .push(T::new("blk.0.ffn_up.weight", &[8], GgmlType::F32));
     assert_eq!(
         s.err(),
         GgufError::DuplicateTensor {
@@ -880,10 +955,13 @@ fn dimension_counts() {
     for n in [0usize, 5, 1000] {
         let mut s = Spec::valid();
         s.tensors[1].dims = vec![1; n];
-        assert!(matches!(
-            s.err(),
-            GgufError::BadDimCount { tensor: 1, ref name, .. } if name == "blk.0.attn_norm.weight"
-        ), "n_dims {n}");
+        assert!(
+            matches!(
+                s.err(),
+                GgufError::BadDimCount { tensor: 1, ref name, .. } if name == "blk.0.attn_norm.weight"
+            ),
+            "n_dims {n}"
+        );
     }
     let mut s = Spec::valid();
     s.tensors[1].dims = vec![8, 1, 1, 1];
@@ -894,7 +972,14 @@ fn dimension_counts() {
 fn zero_and_overflowing_dims() {
     let mut s = Spec::valid();
     s.tensors[1].dims = vec![8, 0];
-    assert!(matches!(s.err(), GgufError::ZeroDim { tensor: 1, dim: 1, .. }));
+    assert!(matches!(
+        s.err(),
+        GgufError::ZeroDim {
+            tensor: 1,
+            dim: 1,
+            ..
+        }
+    ));
     for dims in [
         vec![1u64 << 32, 1 << 32],       // element count overflows u64
         vec![u64::MAX],                  // beyond i64
@@ -908,7 +993,10 @@ fn zero_and_overflowing_dims() {
         let e = s.err();
         if dims.len() == 3 {
             // Fits in u64 arithmetic but not in the file.
-            assert!(matches!(e, GgufError::TensorPastEnd { tensor: 1, .. }), "{e:?}");
+            assert!(
+                matches!(e, GgufError::TensorPastEnd { tensor: 1, .. }),
+                "{e:?}"
+            );
         } else {
             assert!(
                 matches!(e, GgufError::DimsOverflow { tensor: 1, ref dims, .. } if !dims.is_empty()),
@@ -967,7 +1055,17 @@ fn offsets_past_the_end() {
     let mut s = Spec::valid();
     s.tensors[0] = s.tensors[0].clone().at(1 << 20);
     let e = s.err();
-    assert!(matches!(e, GgufError::TensorPastEnd { tensor: 0, size: 128, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            GgufError::TensorPastEnd {
+                tensor: 0,
+                size: 128,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // Offset + data offset overflows u64.
     let mut s = Spec::valid();
     s.tensors[0] = s.tensors[0].clone().at(u64::MAX - 31);
@@ -987,7 +1085,11 @@ fn overlapping_tensors() {
     s.tensors[4] = s.tensors[4].clone().at(64);
     assert!(matches!(
         s.err(),
-        GgufError::TensorsOverlap { first: 0, second: 4, .. }
+        GgufError::TensorsOverlap {
+            first: 0,
+            second: 4,
+            ..
+        }
     ));
 }
 
@@ -1090,7 +1192,8 @@ fn shared_model(name: &str) -> PathBuf {
 }
 
 fn fixture() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tensors.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tensors.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -1119,7 +1222,12 @@ fn smollm2_matches_the_gguf_python_reader() {
     assert_eq!(expected.len(), f.tensors.len());
     for (t, e) in f.tensors.iter().zip(expected) {
         assert_eq!(t.name, e["name"].as_str().unwrap());
-        assert_eq!(t.ggml_type.name(), e["type"].as_str().unwrap(), "{}", t.name);
+        assert_eq!(
+            t.ggml_type.name(),
+            e["type"].as_str().unwrap(),
+            "{}",
+            t.name
+        );
         let shape: Vec<u64> = e["shape"]
             .as_array()
             .unwrap()
@@ -1136,9 +1244,10 @@ fn smollm2_matches_the_gguf_python_reader() {
     assert_eq!(f.architecture(), Some("llama"));
     assert_eq!(f.get_arch_u32("block_count"), Some(30));
     assert_eq!(f.get_u32("llama.embedding_length"), Some(576));
+    // The fixture holds the f32 widened to f64: it compares exactly.
     assert_eq!(
-        f.get_arch_f32("rope.freq_base"),
-        Some(md["llama.rope.freq_base"].as_f64().unwrap() as f32)
+        f.get_arch_f32("rope.freq_base").map(f64::from),
+        md["llama.rope.freq_base"].as_f64()
     );
     assert_eq!(f.get_f32("llama.rope.freq_base"), Some(100000.0));
     let tokens = f.get_str_array("tokenizer.ggml.tokens").unwrap();
@@ -1156,21 +1265,34 @@ fn smollm2_matches_the_gguf_python_reader() {
     for (l, e) in f.layers.iter().zip(layers) {
         assert_eq!(u64::from(l.index), e["index"].as_u64().unwrap());
         assert_eq!(l.tensors.len() as u64, e["n_tensors"].as_u64().unwrap());
-        assert_eq!(l.span.start, e["start"].as_u64().unwrap(), "layer {}", l.index);
+        assert_eq!(
+            l.span.start,
+            e["start"].as_u64().unwrap(),
+            "layer {}",
+            l.index
+        );
         assert_eq!(l.span.end, e["end"].as_u64().unwrap(), "layer {}", l.index);
         assert_eq!(l.contiguous, e["contiguous"].as_bool().unwrap());
         for &t in &l.tensors {
             assert!(f.tensors[t].name.starts_with(&format!("blk.{}.", l.index)));
         }
     }
-    let globals: Vec<_> = f.globals.iter().map(|&i| f.tensors[i].name.as_str()).collect();
+    let globals: Vec<_> = f
+        .globals
+        .iter()
+        .map(|&i| f.tensors[i].name.as_str())
+        .collect();
     assert_eq!(globals, ["token_embd.weight", "output_norm.weight"]);
     check_invariants_without_bytes(&f);
 }
 
 /// [`check_invariants`] for a file not held in memory.
 fn check_invariants_without_bytes(f: &GgufFile) {
-    let mut spans: Vec<_> = f.tensors.iter().map(|t| (t.offset, t.offset + t.size)).collect();
+    let mut spans: Vec<_> = f
+        .tensors
+        .iter()
+        .map(|t| (t.offset, t.offset + t.size))
+        .collect();
     spans.sort_unstable();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
     assert!(spans.iter().all(|s| s.1 <= f.file_len));
@@ -1202,5 +1324,8 @@ fn smollm2_damaged_copies() {
         );
     }
     let e = GgufFile::parse_bytes(&head).unwrap_err();
-    assert!(matches!(e, GgufError::TensorPastEnd { tensor: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, GgufError::TensorPastEnd { tensor: 0, .. }),
+        "{e:?}"
+    );
 }

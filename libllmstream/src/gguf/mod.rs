@@ -4,13 +4,15 @@
 //! The parser trusts nothing in the header: every count and length is checked against the
 //! bytes left before anything is allocated, the decoded metadata is capped at
 //! [`MAX_METADATA_BYTES`], and each kind of damage has its own [`GgufError`] variant naming
-//! the place. Tensor offsets in [`TensorInfo`] are absolute file offsets. Layer grouping rules
-//! are in [`layers`](self#layers).
+//! the place. Tensor offsets in [`TensorInfo`] are absolute file offsets.
 //!
 //! # Layers
-//! A tensor named `blk.N.REST` (canonical decimal `N` below [`MAX_LAYERS`], non-empty `REST`)
-//! belongs to layer `N`; every other tensor is a global. Layers must be numbered `0..L`
-//! without holes.
+//! A tensor named `blk.N.REST` (canonical decimal `N`, no sign or leading zero, below
+//! [`MAX_LAYERS`]; non-empty `REST`) belongs to layer `N`; every other tensor (including
+//! `blk.01.x` or `blk.3`) is a global. Layers must be numbered `0..L` without holes
+//! ([`GgufError::MissingLayer`]); an index at or above the cap is
+//! [`GgufError::LayerIndexTooLarge`]. [`Layer::tensor_offset`] and [`Layer::tensor_views`]
+//! give each tensor's place inside a buffer holding the layer's span.
 
 mod error;
 mod layers;

@@ -21,6 +21,9 @@ const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 /// Smallest encoding of one tensor info: an empty name (8), n_dims (4), one dim (8), the type
 /// (4) and the offset (8).
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
+/// Most items reserved up front for a table: counts are checked against the declared file
+/// length, which a caller may overstate, so larger tables grow as their items are read.
+const MAX_RESERVE: usize = 1 << 16;
 
 /// Value type ids of the GGUF specification.
 mod value_type {
@@ -159,8 +162,9 @@ fn read_metadata<R: Read>(
     kv_count: usize,
 ) -> Result<Vec<(String, Value)>, GgufError> {
     let mut budget = Budget { used: 0 };
-    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count);
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(kv_count);
+    let reserve = kv_count.min(MAX_RESERVE);
+    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(reserve);
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(reserve);
     for i in 0..kv_count {
         let key = r.string(What::new("key", Owner::KeyIndex(i)), MAX_NAME_LEN)?;
         budget.charge(
@@ -259,11 +263,12 @@ fn read_array<R: Read>(
         });
     }
     budget.charge(len.saturating_mul(size_of_u64::<Value>()), key)?;
-    // Fits: `len <= remaining` bytes and the budget is far below usize::MAX.
+    // Fits: the budget keeps `len` far below usize::MAX.
     let n = usize::try_from(len).map_err(|_| GgufError::MetadataTooLarge {
         key: key.to_owned(),
         max: MAX_METADATA_BYTES,
     })?;
+    // Reserving `n` is bounded by the budget just charged.
     let mut items = Vec::with_capacity(n);
     for _ in 0..n {
         // Every element of an array of arrays carries its own element type and length.
@@ -304,8 +309,9 @@ fn read_tensor_infos<R: Read>(
     r: &mut HeaderReader<R>,
     tensor_count: usize,
 ) -> Result<Vec<RawTensor>, GgufError> {
-    let mut raw = Vec::with_capacity(tensor_count);
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(tensor_count);
+    let reserve = tensor_count.min(MAX_RESERVE);
+    let mut raw = Vec::with_capacity(reserve);
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(reserve);
     for i in 0..tensor_count {
         let name = r.string(What::new("name", Owner::TensorIndex(i)), MAX_NAME_LEN)?;
         let owner = Owner::Tensor(i, &name);
