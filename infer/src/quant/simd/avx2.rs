@@ -10,11 +10,12 @@
 //! lengths.
 
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
 
 use llmstream::gguf::GgmlType;
 
 use crate::quant::blocks::{
-    k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    f16_bits_to_f32, k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
 use crate::quant::dot::{self, DotFn};
 
@@ -55,7 +56,7 @@ macro_rules! safe_kernel {
             // SAFETY: the CPU has avx2, fma and f16c (checked just above); `w` holds at least
             // `nb * $wsize` bytes and `x` at least `nb * $xsize` bytes, which is all the
             // kernel reads.
-            unsafe { $inner(nb, w.as_ptr(), x.as_ptr()) }
+            unsafe { $inner(f16_table(), nb, w.as_ptr(), x.as_ptr()) }
         }
     };
 }
@@ -77,19 +78,32 @@ safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 // All helpers are `#[inline]` `unsafe fn`s with the kernels' target features; they are only
 // called from the kernels below, which hold those features.
 
+/// The 65536 `f16` values as `f32`, built once. Scales are converted by table lookup, as
+/// ggml does on x86: converting through `vcvtph2ps` made LLVM insert the half into a dirty
+/// vector register (the accumulator), chaining every block's scale onto the previous block's
+/// FMA, and the exact scalar bit conversion costs a dozen instructions per scale.
+fn f16_table() -> &'static F16Table {
+    static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 1 << 16]);
+        for (v, h) in t.iter_mut().zip(0..=u16::MAX) {
+            *v = f16_bits_to_f32(h);
+        }
+        t
+    })
+}
+
+type F16Table = [f32; 1 << 16];
+
 /// The `f16` at `p` as `f32`.
 ///
 /// # Safety
-/// F16C available; `p..p+2` readable.
+/// `p..p+2` readable.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees two readable bytes at `p` and F16C; `[u8; 2]` has
-    // alignment 1.
-    unsafe {
-        let bits = u16::from_le_bytes(p.cast::<[u8; 2]>().read());
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-    }
+unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at `p`; `[u8; 2]` has alignment 1.
+    let bits = unsafe { u16::from_le_bytes(p.cast::<[u8; 2]>().read()) };
+    t[usize::from(bits)]
 }
 
 /// The `f32` at `p`.
@@ -235,7 +249,7 @@ unsafe fn hsum_hadd(x: __m256) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_0 blocks, `x` to `nb` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: every pointer below stays inside block `i < nb` of `w` or `x` (offsets checked
     // against the block layouts); the features are guaranteed by the caller.
     unsafe {
@@ -243,7 +257,7 @@ unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q4_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q4_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
             let qy = load256(xb.add(q8_0::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -255,7 +269,7 @@ unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_1 blocks, `x` to `nb` Q8_1 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -263,8 +277,8 @@ unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q4_1::SIZE);
             let xb = x.add(i * q8_1::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q4_1::D)) * f16_at(xb.add(q8_1::D)));
-            summs = f16_at(wb.add(q4_1::M)).mul_add(f16_at(xb.add(q8_1::S)), summs);
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q4_1::D)) * f16_at(t, xb.add(q8_1::D)));
+            summs = f16_at(t, wb.add(q4_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
             let qx = nibbles(wb.add(q4_1::QS));
             let qy = load256(xb.add(q8_1::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
@@ -276,14 +290,14 @@ unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_0 blocks, `x` to `nb` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q5_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q5_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q5_0::D)) * f16_at(t, xb.add(q8_0::D)));
             // value = nibble | bit << 4, minus 16: a clear bit sets the byte's top nibble,
             // which makes the byte `nibble - 16` as i8.
             let high = _mm256_andnot_si256(bits_to_bytes(wb.add(q5_0::QH)), _mm256_set1_epi8(-16));
@@ -298,7 +312,7 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_1 blocks, `x` to `nb` Q8_1 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -306,8 +320,8 @@ unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q5_1::SIZE);
             let xb = x.add(i * q8_1::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q5_1::D)) * f16_at(xb.add(q8_1::D)));
-            summs = f16_at(wb.add(q5_1::M)).mul_add(f16_at(xb.add(q8_1::S)), summs);
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q5_1::D)) * f16_at(t, xb.add(q8_1::D)));
+            summs = f16_at(t, wb.add(q5_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
             let high = _mm256_and_si256(bits_to_bytes(wb.add(q5_1::QH)), _mm256_set1_epi8(16));
             let qx = _mm256_or_si256(nibbles(wb.add(q5_1::QS)), high);
             let qy = load256(xb.add(q8_1::QS));
@@ -320,14 +334,14 @@ unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `nb` Q8_0 blocks each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q8_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q8_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q8_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = load256(wb.add(q8_0::QS));
             let qy = load256(xb.add(q8_0::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -390,7 +404,7 @@ unsafe fn broadcast_i16(v: __m256i, k: usize) -> __m256i {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (144 bytes) or `x` (292 bytes): the
     // offsets below are those of the block layouts and every load stays inside its field.
     unsafe {
@@ -401,8 +415,8 @@ unsafe fn q4_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
             let wb = w.add(i * q4_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
-            let d = yd * f16_at(wb.add(q4_k::D));
-            let dmin = -yd * f16_at(wb.add(q4_k::DMIN));
+            let d = yd * f16_at(t, wb.add(q4_k::D));
+            let dmin = -yd * f16_at(t, wb.add(q4_k::DMIN));
             let ms = k4_scales_mins_16(wb.add(q4_k::SCALES));
             let prod = k_min_products(xb.add(q8_k::BSUMS), ms);
             acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
@@ -434,7 +448,7 @@ unsafe fn q4_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (176 bytes) or `x` (292 bytes).
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -445,8 +459,8 @@ unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
             let wb = w.add(i * q5_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
-            let d = yd * f16_at(wb.add(q5_k::D));
-            let dmin = -yd * f16_at(wb.add(q5_k::DMIN));
+            let d = yd * f16_at(t, wb.add(q5_k::D));
+            let dmin = -yd * f16_at(t, wb.add(q5_k::DMIN));
             let ms = k4_scales_mins_16(wb.add(q5_k::SCALES));
             let prod = k_min_products(xb.add(q8_k::BSUMS), ms);
             let mut p = [0i32; 4];
@@ -489,7 +503,7 @@ unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q6_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q6_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (210 bytes) or `x` (292 bytes).
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -498,7 +512,7 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q6_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
-            let d = f32_at(xb.add(q8_k::D)) * f16_at(wb.add(q6_k::D));
+            let d = f32_at(xb.add(q8_k::D)) * f16_at(t, wb.add(q6_k::D));
             let scales = load128(wb.add(q6_k::SCALES));
             // the -32 offset: 32 * (bsums[2k] * sc[2k] + bsums[2k+1] * sc[2k+1]) per lane
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(
@@ -548,7 +562,7 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `f32` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32_f32(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn f32_f32(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `4 i`; every load below covers
     // elements `< np <= n` (vector part) or `< n` (tail).
     unsafe {
@@ -573,7 +587,7 @@ unsafe fn f32_f32(n: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `f16` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_f16(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn f16_f16(t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `2 i`; loads cover elements `< n`.
     unsafe {
         let np = n & !31;
@@ -588,7 +602,7 @@ unsafe fn f16_f16(n: usize, w: *const u8, x: *const u8) -> f32 {
         let r = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
         let mut sum = f64::from(hsum_hadd(r));
         for i in np..n {
-            sum += f64::from(f16_at(w.add(2 * i)) * f16_at(x.add(2 * i)));
+            sum += f64::from(f16_at(t, w.add(2 * i)) * f16_at(t, x.add(2 * i)));
         }
         // ggml accumulates in double and stores the float.
         #[allow(clippy::cast_possible_truncation)]
@@ -611,7 +625,7 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `bf16` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bf16_bf16(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn bf16_bf16(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `2 i`; loads cover elements `< n`.
     unsafe {
         let np = n & !31;
