@@ -12,7 +12,7 @@
 //! reproduce that lane structure, the FMAs (`f32::mul_add`) and the reduction tree, so the
 //! scalar and AVX2 paths are bit-identical to each other and to ggml's `ggml_vec_dot_*`
 //! (checked against `libggml-cpu` in the fixtures). They are the reference implementation;
-//! speed comes from [`super::simd`].
+//! speed comes from the run-time selected SIMD kernels ([`Backend::Avx2`]).
 //!
 //! Rows are processed in whole blocks: a kernel reads `min(w blocks, x blocks)` blocks, so it
 //! never reads out of bounds; callers check lengths ([`vec_dot`] does).

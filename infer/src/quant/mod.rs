@@ -10,7 +10,7 @@
 //!   AVX2 `ggml_vec_dot_*`, as a scalar reference and run-time selected AVX2 kernels.
 //! - [`QMatrix`], [`matvec`], [`matmul`]: multithreaded products of a GGUF weight matrix with
 //!   activation rows, on a dedicated thread pool ([`set_threads`]).
-//! - [`bench`]: `matvec` throughput per weight type.
+//! - [`mod@bench`]: `matvec` throughput per weight type.
 //!
 //! Supported weight types: `F32`, `F16`, `BF16`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`,
 //! `Q4_K`, `Q5_K`, `Q6_K` (every one with an AVX2 kernel); `Q8_1` and `Q8_K` are activation
