@@ -61,6 +61,49 @@ pub fn kernel(ty: GgmlType, backend: Backend) -> Result<DotFn, QuantError> {
     scalar_kernel(ty).ok_or(QuantError::Unsupported { ty, op: "vec_dot" })
 }
 
+/// Which of llama.cpp's CPU matmul kernels a product reproduces (same integers, different
+/// `f32` summation order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// `ggml_vec_dot_*`: what llama.cpp uses for every weight matrix it does not repack.
+    VecDot,
+    /// `ggml_gemv_*_8x8` on repacked `Q4_0`/`Q4_K` weights: activation rows one at a time.
+    RepackGemv,
+    /// `ggml_gemm_*_8x8` on repacked `Q4_0`/`Q4_K` weights: groups of four activation rows.
+    RepackGemm,
+}
+
+/// Whether llama.cpp (x86-64 with AVX2, default settings) repacks a matmul weight of type `ty`
+/// with `rows` rows into its CPU_REPACK buffer, and so multiplies it with the `Repack*`
+/// kernels: `Q4_0` and `Q4_K` with a row count divisible by 8.
+pub fn llama_cpp_repacks(ty: GgmlType, rows: usize) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows % 8 == 0
+}
+
+/// The kernel for weights of type `ty` on `backend` following `path`; the `Repack*` paths
+/// exist for `Q4_0` and `Q4_K` only.
+pub fn kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Result<DotFn, QuantError> {
+    if path == Path::VecDot {
+        return kernel(ty, backend);
+    }
+    if backend == Backend::Avx2 {
+        if let Some(k) = simd::repack_kernel(ty, path) {
+            return Ok(k);
+        }
+    }
+    Ok(match (ty, path) {
+        (GgmlType::Q4_0, _) => dot_q4_0_repack,
+        (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
+        (GgmlType::Q4_K, _) => dot_q4_k_gemm,
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "repacked dot product",
+            })
+        }
+    })
+}
+
 /// `sum_i w[i] * x[i]` for one weight row `w` of type `ty` holding `n` elements and the
 /// activations `xq` quantized to `vec_dot_type(ty)`; lengths are checked.
 pub fn vec_dot(
@@ -326,6 +369,90 @@ pub(crate) fn dot_q6_k(w: &[u8], x: &[u8]) -> f32 {
         fma_lanes(&mut acc, d, &lanes);
     }
     hsum_movehl(acc)
+}
+
+// ------------------------------------------------------------------ repacked Q4_0 and Q4_K
+//
+// llama.cpp's `gemv`/`gemm` kernels on repacked weights compute one output per lane: the
+// exact integer sum of a block (or of a pair of Q4_K sub-blocks for `gemm`) goes through one
+// `f32` FMA with `d_w * d_x`; Q4_K's minimum terms go into a second accumulator, subtracted
+// at the end.
+
+/// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps` (super-block sums can exceed
+/// 2^24).
+#[inline(always)]
+fn i32_to_f32(v: i32) -> f32 {
+    // Round-to-nearest conversion is the intent.
+    #[allow(clippy::cast_precision_loss)]
+    let f = v as f32;
+    f
+}
+
+pub(crate) fn dot_q4_0_repack(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(q4_0::SIZE).zip(x.chunks_exact(q8_0::SIZE)) {
+        let d = f16_at(wb, q4_0::D) * f16_at(xb, q8_0::D);
+        let q = nibbles(&wb[q4_0::QS..]);
+        let isum: i32 = q
+            .iter()
+            .zip(&xb[q8_0::QS..q8_0::QS + QK])
+            .map(|(&v, &y)| (v - 8) * i32::from(i8of(y)))
+            .sum();
+        acc = i32_to_f32(isum).mul_add(d, acc);
+    }
+    acc
+}
+
+/// Per sub-block integer sums of a Q4_K x Q8_K super-block: `sc[s] * sum q * y` and
+/// `mins[s] * (bsums[2s] + bsums[2s+1])`, and the two float scales `d_w * d_x`,
+/// `dmin_w * d_x`.
+#[inline(always)]
+fn q4_k_subblocks(wb: &[u8], xb: &[u8]) -> ([i32; 8], [i32; 8], f32, f32) {
+    let yd = f32_at(xb, q8_k::D);
+    let d = f16_at(wb, q4_k::D) * yd;
+    let dmin = f16_at(wb, q4_k::DMIN) * yd;
+    let (sc, mn) = k4_scales_mins(&wb[q4_k::SCALES..q4_k::SCALES + 12]);
+    let qs = &wb[q4_k::QS..q4_k::QS + QK_K / 2];
+    let ys = &xb[q8_k::QS..q8_k::QS + QK_K];
+    let mut sums = [0i32; 8];
+    let mut mins = [0i32; 8];
+    for s in 0..8 {
+        let q32 = &qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let dot: i32 = q32
+            .iter()
+            .zip(&ys[32 * s..32 * s + 32])
+            .map(|(&q, &y)| {
+                let v = if s % 2 == 0 { q & 0x0F } else { q >> 4 };
+                i32::from(v) * i32::from(i8of(y))
+            })
+            .sum();
+        sums[s] = i32::from(sc[s]) * dot;
+        let bs = |g: usize| i32::from(i16_at(xb, q8_k::BSUMS + 2 * g));
+        mins[s] = i32::from(mn[s]) * (bs(2 * s) + bs(2 * s + 1));
+    }
+    (sums, mins, d, dmin)
+}
+
+pub(crate) fn dot_q4_k_gemv(w: &[u8], x: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, xb) in w.chunks_exact(q4_k::SIZE).zip(x.chunks_exact(q8_k::SIZE)) {
+        let (sums, mins, d, dmin) = q4_k_subblocks(wb, xb);
+        acc = i32_to_f32(sums.iter().sum()).mul_add(d, acc);
+        acc_m = i32_to_f32(mins.iter().sum()).mul_add(dmin, acc_m);
+    }
+    acc - acc_m
+}
+
+pub(crate) fn dot_q4_k_gemm(w: &[u8], x: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, xb) in w.chunks_exact(q4_k::SIZE).zip(x.chunks_exact(q8_k::SIZE)) {
+        let (sums, mins, d, dmin) = q4_k_subblocks(wb, xb);
+        for p in 0..4 {
+            acc = i32_to_f32(sums[2 * p] + sums[2 * p + 1]).mul_add(d, acc);
+            acc_m = i32_to_f32(mins[2 * p] + mins[2 * p + 1]).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
 }
 
 // ------------------------------------------------------------------------------ float types

@@ -5,13 +5,14 @@
 //! thread-local buffer, so a `matvec` allocates nothing once warm.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use llmstream::gguf::GgmlType;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use super::dot::{kernel, Backend, DotFn};
+use super::dot::{kernel_for, llama_cpp_repacks, Backend, DotFn, Path};
 use super::q8::{activation_bytes, quantize_activations};
 use super::{dequantize, layout, vec_dot_type, QuantError};
 
@@ -170,6 +171,33 @@ fn with_scratch<T, R>(
     })
 }
 
+// ------------------------------------------------------------------- llama.cpp code paths
+
+static REPACK: AtomicBool = AtomicBool::new(true);
+
+/// Whether [`matvec`] and [`matmul`] reproduce llama.cpp's repacked kernels for the weights it
+/// repacks (`Q4_0`, `Q4_K` with rows divisible by 8; see
+/// [`llama_cpp_repacks`](super::dot::llama_cpp_repacks)). On by default, like llama.cpp's
+/// CPU_REPACK buffer; turn it off to match a llama.cpp run without repacking
+/// (`--no-repack`, `use_extra_bufts = false`), which uses `ggml_vec_dot` everywhere.
+pub fn set_llama_cpp_repack(enabled: bool) {
+    REPACK.store(enabled, Ordering::Relaxed);
+}
+
+/// The kernels llama.cpp would use for `w`: `(single, group)`, where `group` serves the first
+/// `n - n % 4` activation rows of a batch of `n > 3` and `single` all others.
+fn kernels(w: &QMatrix<'_>, backend: Backend) -> Result<(DotFn, DotFn), QuantError> {
+    if REPACK.load(Ordering::Relaxed) && llama_cpp_repacks(w.ty, w.rows) {
+        Ok((
+            kernel_for(w.ty, backend, Path::RepackGemv)?,
+            kernel_for(w.ty, backend, Path::RepackGemm)?,
+        ))
+    } else {
+        let k = kernel_for(w.ty, backend, Path::VecDot)?;
+        Ok((k, k))
+    }
+}
+
 // ------------------------------------------------------------------------------- products
 
 /// Rows per parallel task: enough tasks for load balance, each big enough to amortize the
@@ -201,13 +229,23 @@ pub fn matvec_with(
         return Err(QuantError::elements("matvec output", w.rows, y.len()));
     }
     let vty = vec_dot_type(w.ty)?;
-    let k = kernel(w.ty, backend)?;
+    let (single, _) = kernels(w, backend)?;
     let xq_len = activation_bytes(vty, w.cols)?;
     let pool = pool()?;
     with_scratch(&XQ, |xq| {
         xq.resize(xq_len, 0);
         quantize_activations(vty, x, xq)?;
-        run_rows(&pool, k, w.data, rb, xq, xq_len, 1, y);
+        let job = Job {
+            single,
+            group: single,
+            grouped: 0,
+            data: w.data,
+            rb,
+            xq,
+            xq_row: xq_len,
+            n: 1,
+        };
+        job.run(&pool, y);
         Ok(())
     })
 }
@@ -246,7 +284,7 @@ pub fn matmul_with(
         return matvec_with(backend, w, x, y);
     }
     let vty = vec_dot_type(w.ty)?;
-    let k = kernel(w.ty, backend)?;
+    let (single, group) = kernels(w, backend)?;
     let xq_row = activation_bytes(vty, w.cols)?;
     let xq_len = n
         .checked_mul(xq_row)
@@ -260,7 +298,17 @@ pub fn matmul_with(
         with_scratch(&YT, |yt| {
             // yt is W.X^T: row r holds the n outputs of weight row r
             yt.resize(y_len, 0.0);
-            run_rows(&pool, k, w.data, rb, xq, xq_row, n, yt);
+            let job = Job {
+                single,
+                group,
+                grouped: if n > 3 { n - n % 4 } else { 0 },
+                data: w.data,
+                rb,
+                xq,
+                xq_row,
+                n,
+            };
+            job.run(&pool, yt);
             for (r, yr) in yt.chunks_exact(n).enumerate() {
                 for (j, &v) in yr.iter().enumerate() {
                     y[j * w.rows + r] = v;
@@ -271,40 +319,54 @@ pub fn matmul_with(
     })
 }
 
-/// `out[r * n + j] = k(row r of data, activation row j of xq)` for all weight rows, in
-/// parallel over chunks of rows.
-#[allow(clippy::too_many_arguments)]
-fn run_rows(
-    pool: &ThreadPool,
-    k: DotFn,
-    data: &[u8],
+/// One product: `out[r * n + j] = kernel(weight row r, activation row j)` for all rows, where
+/// activation rows `j < grouped` use `group` and the others `single`.
+struct Job<'a> {
+    single: DotFn,
+    group: DotFn,
+    grouped: usize,
+    data: &'a [u8],
     rb: usize,
-    xq: &[u8],
+    xq: &'a [u8],
     xq_row: usize,
     n: usize,
-    out: &mut [f32],
-) {
-    let rows = out.len() / n.max(1);
-    let work = |(chunk_i, out_chunk): (usize, &mut [f32]), per_task: usize| {
-        let r0 = chunk_i * per_task;
-        for (i, o) in out_chunk.chunks_exact_mut(n).enumerate() {
+}
+
+impl Job<'_> {
+    /// Rows `r0..` into `out` (`n` outputs per row).
+    fn rows(&self, r0: usize, out: &mut [f32]) {
+        for (i, o) in out.chunks_exact_mut(self.n).enumerate() {
             let r = r0 + i;
-            let wr = &data[r * rb..(r + 1) * rb];
-            for (slot, xr) in o.iter_mut().zip(xq.chunks_exact(xq_row)) {
+            let wr = &self.data[r * self.rb..(r + 1) * self.rb];
+            for (j, (slot, xr)) in o
+                .iter_mut()
+                .zip(self.xq.chunks_exact(self.xq_row))
+                .enumerate()
+            {
+                let k = if j < self.grouped {
+                    self.group
+                } else {
+                    self.single
+                };
                 *slot = k(wr, xr);
             }
         }
-    };
-    let threads = pool.current_num_threads();
-    // Small products are not worth waking the pool for.
-    if threads <= 1 || data.len() < 64 * 1024 {
-        work((0, out), rows.max(1));
-        return;
     }
-    let per_task = rows_per_task(rows, rb, threads);
-    pool.install(|| {
-        out.par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|c| work(c, per_task));
-    });
+
+    /// All rows, in parallel over chunks of rows on `pool`.
+    fn run(&self, pool: &ThreadPool, out: &mut [f32]) {
+        let rows = out.len() / self.n.max(1);
+        let threads = pool.current_num_threads();
+        // Small products are not worth waking the pool for.
+        if threads <= 1 || self.data.len() < 64 * 1024 {
+            self.rows(0, out);
+            return;
+        }
+        let per_task = rows_per_task(rows, self.rb, threads);
+        pool.install(|| {
+            out.par_chunks_mut(per_task * self.n)
+                .enumerate()
+                .for_each(|(c, chunk)| self.rows(c * per_task, chunk));
+        });
+    }
 }

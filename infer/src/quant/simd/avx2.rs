@@ -17,7 +17,7 @@ use llmstream::gguf::GgmlType;
 use crate::quant::blocks::{
     f16_bits_to_f32, k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
-use crate::quant::dot::{self, DotFn};
+use crate::quant::dot::{self, DotFn, Path};
 
 /// Whether this CPU has the features every kernel here needs.
 pub(super) fn available() -> bool {
@@ -44,6 +44,17 @@ pub(super) fn kernel(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
+/// The AVX2 kernel reproducing llama.cpp's repacked `path` for weights of type `ty`.
+pub(super) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
+    Some(match (ty, path) {
+        (_, Path::VecDot) => return kernel(ty),
+        (GgmlType::Q4_0, _) => dot_q4_0_repack,
+        (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
+        (GgmlType::Q4_K, Path::RepackGemm) => dot_q4_k_gemm,
+        _ => return None,
+    })
+}
+
 /// A safe wrapper around an `unsafe` kernel `inner(nb, w, x)` that reads `nb` weight blocks of
 /// `$wsize` bytes and `nb` activation blocks of `$xsize` bytes.
 macro_rules! safe_kernel {
@@ -66,7 +77,34 @@ safe_kernel!(dot_q4_1, q4_1_q8_1, dot::dot_q4_1, q4_1::SIZE, q8_1::SIZE);
 safe_kernel!(dot_q5_0, q5_0_q8_0, dot::dot_q5_0, q5_0::SIZE, q8_0::SIZE);
 safe_kernel!(dot_q5_1, q5_1_q8_1, dot::dot_q5_1, q5_1::SIZE, q8_1::SIZE);
 safe_kernel!(dot_q8_0, q8_0_q8_0, dot::dot_q8_0, q8_0::SIZE, q8_0::SIZE);
-safe_kernel!(dot_q4_k, q4_k_q8_k, dot::dot_q4_k, q4_k::SIZE, q8_k::SIZE);
+safe_kernel!(
+    dot_q4_k,
+    q4_k_vec_dot,
+    dot::dot_q4_k,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_k_gemv,
+    q4_k_gemv,
+    dot::dot_q4_k_gemv,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_k_gemm,
+    q4_k_gemm,
+    dot::dot_q4_k_gemm,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_0_repack,
+    q4_0_repack,
+    dot::dot_q4_0_repack,
+    q4_0::SIZE,
+    q8_0::SIZE
+);
 safe_kernel!(dot_q5_k, q5_k_q8_k, dot::dot_q5_k, q5_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_q6_k, q6_k_q8_k, dot::dot_q6_k, q6_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_f32, f32_f32, dot::dot_f32, 4, 4);
@@ -244,6 +282,31 @@ unsafe fn hsum_hadd(x: __m256) -> f32 {
     }
 }
 
+/// Sum of the eight `i32` lanes (wrapping, as the vector adds; exact for our ranges).
+///
+/// # Safety
+/// AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(unused_unsafe)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps`.
+#[inline(always)]
+fn i32_to_f32(v: i32) -> f32 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = v as f32;
+    f
+}
+
 // ------------------------------------------------------------------------ 32-element blocks
 
 /// # Safety
@@ -263,6 +326,31 @@ unsafe fn q4_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
         }
         hsum_movehl(acc)
+    }
+}
+
+/// llama.cpp's repacked Q4_0 (`ggml_gemv/gemm_q4_0_8x8_q8_0`): one FMA of the exact block sum
+/// per block.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_0 blocks, `x` to `nb` Q8_0 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_repack(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0.0f32;
+        for i in 0..nb {
+            let wb = w.add(i * q4_0::SIZE);
+            let xb = x.add(i * q8_0::SIZE);
+            let d = f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D));
+            let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
+            let qy = load256(xb.add(q8_0::QS));
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+            let isum = hsum_i32(_mm256_madd_epi16(pairs, ones));
+            acc = i32_to_f32(isum).mul_add(d, acc);
+        }
+        acc
     }
 }
 
@@ -401,29 +489,76 @@ unsafe fn broadcast_i16(v: __m256i, k: usize) -> __m256i {
     unsafe { _mm256_shuffle_epi8(v, _mm256_set1_epi16(ctrl)) }
 }
 
+/// `ggml_vec_dot_q4_K_q8_K`.
+///
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_k_vec_dot(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_VEC_DOT }>(t, nb, w, x) }
+}
+
+/// llama.cpp's repacked `ggml_gemv_q4_K_8x8_q8_K`.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemv(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_GEMV }>(t, nb, w, x) }
+}
+
+/// llama.cpp's repacked `ggml_gemm_q4_K_8x8_q8_K`.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemm(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_GEMM }>(t, nb, w, x) }
+}
+
+const Q4K_VEC_DOT: u8 = 0;
+const Q4K_GEMV: u8 = 1;
+const Q4K_GEMM: u8 = 2;
+
+/// Q4_K x Q8_K with the float accumulation of `MODE`: `ggml_vec_dot` (eight lanes, mins
+/// folded in with `-dmin`), repacked `gemv` (one FMA of the exact super-block sum) or
+/// repacked `gemm` (one FMA per pair of sub-blocks); the repacked ones keep the mins in a
+/// second accumulator subtracted at the end.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_q8_k<const MODE: u8>(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (144 bytes) or `x` (292 bytes): the
     // offsets below are those of the block layouts and every load stays inside its field.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
+        let (mut acc_s, mut acc_ms) = (0.0f32, 0.0f32);
         for i in 0..nb {
             let wb = w.add(i * q4_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
             let d = yd * f16_at(t, wb.add(q4_k::D));
-            let dmin = -yd * f16_at(t, wb.add(q4_k::DMIN));
+            let dmin_w = f16_at(t, wb.add(q4_k::DMIN));
             let ms = k4_scales_mins_16(wb.add(q4_k::SCALES));
             let prod = k_min_products(xb.add(q8_k::BSUMS), ms);
-            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+            let mut mins = [0i32; 4];
+            if MODE == Q4K_VEC_DOT {
+                let dmin = -yd * dmin_w;
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+            } else {
+                _mm_storeu_si128(mins.as_mut_ptr().cast::<__m128i>(), prod);
+            }
             let sc = _mm256_castsi256_si128(ms);
             let scales = _mm256_set_m128i(sc, sc);
             let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
+            for (j, &min_j) in mins.iter().enumerate() {
                 let q4 = load256(wb.add(q4_k::QS + 32 * j));
                 let lo = _mm256_and_si256(q4, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
@@ -435,13 +570,36 @@ unsafe fn q4_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
                     broadcast_i16(scales, 2 * j + 1),
                     _mm256_maddubs_epi16(hi, y_hi),
                 );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+                let pair = _mm256_add_epi32(p_lo, p_hi);
+                if MODE == Q4K_GEMM {
+                    // d and dmin as `d_w * d_x`, in the order ggml multiplies them
+                    let dm = f16_at(t, wb.add(q4_k::D)) * yd;
+                    acc_s = i32_to_f32(hsum_i32(pair)).mul_add(dm, acc_s);
+                    acc_ms = i32_to_f32(min_j).mul_add(dmin_w * yd, acc_ms);
+                } else {
+                    sumi = _mm256_add_epi32(sumi, pair);
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            match MODE {
+                Q4K_VEC_DOT => {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
+                Q4K_GEMV => {
+                    let dm = f16_at(t, wb.add(q4_k::D)) * yd;
+                    acc_s = i32_to_f32(hsum_i32(sumi)).mul_add(dm, acc_s);
+                    let msum = mins[0] + mins[1] + mins[2] + mins[3];
+                    acc_ms = i32_to_f32(msum).mul_add(dmin_w * yd, acc_ms);
+                }
+                _ => {}
+            }
         }
-        let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum_movehl(acc) + _mm_cvtss_f32(m)
+        if MODE == Q4K_VEC_DOT {
+            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            hsum_movehl(acc) + _mm_cvtss_f32(m)
+        } else {
+            acc_s - acc_ms
+        }
     }
 }
 
