@@ -35,6 +35,10 @@ Case kinds:
             16 weight rows and 4 activation rows: the weights, the activations, and both
             kernels' outputs (f32), computed by ggml itself after its own repacking.
 
+  mulmat    ggml's whole CPU `mul_mat` op (a one-node graph, plain CPU buffers, 2 threads):
+            weights, activations (batch of 1 or 5) and the output, which covers ggml's choice
+            of kernel: `vec_dot`, or for float weights in batches llamafile's `tinyBLAS`.
+
 The ggml libraries are reached with ctypes through `ggml_get_type_traits_cpu` and a few
 exported kernels; the cpu features they were built for are recorded in index.json
 ("ggml_cpu").
@@ -141,6 +145,12 @@ class Ggml:
         b.ggml_new_tensor_2d.argtypes = [vp, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
         b.ggml_get_data.restype = vp
         b.ggml_get_data.argtypes = [vp]
+        b.ggml_mul_mat.restype = vp
+        b.ggml_mul_mat.argtypes = [vp, vp, vp]
+        b.ggml_new_graph.restype = vp
+        b.ggml_new_graph.argtypes = [vp]
+        b.ggml_build_forward_expand.argtypes = [vp, vp]
+        c.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
         kern = [ctypes.c_int, vp, ctypes.c_size_t, vp, vp, ctypes.c_int, ctypes.c_int]
         self.repack_fns = {}
         for ty, block in [("Q4_0", "block_q4_0"), ("Q4_K", "block_q4_K")]:
@@ -184,6 +194,25 @@ class Ggml:
             return out_v, out_m
         finally:
             self.base.ggml_free(ctx)
+
+    def mul_mat(self, ty: str, rows: int, cols: int, w: bytes, x: np.ndarray) -> np.ndarray:
+        """ggml's CPU mul_mat of `rows x cols` weights `w` with activation rows `x`."""
+        b = self.base
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ctx = b.ggml_init(self.InitParams(256 << 20, None, False))
+        try:
+            a = b.ggml_new_tensor_2d(ctx, ID[ty], cols, rows)
+            ctypes.memmove(b.ggml_get_data(a), w, len(w))
+            xt = b.ggml_new_tensor_2d(ctx, ID["F32"], cols, x.shape[0])
+            ctypes.memmove(b.ggml_get_data(xt), x.ctypes.data, x.nbytes)
+            out = b.ggml_mul_mat(ctx, a, xt)
+            graph = b.ggml_new_graph(ctx)
+            b.ggml_build_forward_expand(graph, out)
+            self.cpu.ggml_graph_compute_with_ctx(ctx, graph, 2)
+            ptr = ctypes.cast(b.ggml_get_data(out), ctypes.POINTER(ctypes.c_float))
+            return np.ctypeslib.as_array(ptr, shape=(x.shape[0] * rows,)).copy()
+        finally:
+            b.ggml_free(ctx)
 
     def traits(self, ty: str) -> Traits:
         return self.cpu.ggml_get_type_traits_cpu(ID[ty]).contents
@@ -418,6 +447,20 @@ def main() -> int:
     if QWEN.exists():
         ty, cols, raw = first_rows(QWEN, "blk.0.attn_q.weight", 16)
         add_repack(ty, 16, cols, raw.tobytes(), "qwen2.5-coder-1.5b:blk.0.attn_q.weight")
+
+    # 5. ggml's whole mul_mat op, which picks the kernel itself (no repacking here: 12 rows)
+    def add_mulmat(ty: str, rows: int, cols: int, batch: int) -> None:
+        w = synthetic_blocks(ty, rows * cols // BLOCK[ty][0], rng).tobytes()
+        x = rng.normal(0, 1, (batch, cols)).astype(np.float32)
+        y = ggml.mul_mat(ty, rows, cols, w, x)
+        cases.append({"kind": "mulmat", "type": ty, "rows": rows, "n": cols, "batch": batch,
+                      "w": blob.add(w), "x": blob.add(x), "out": blob.add(y)})
+
+    for ty in WEIGHT_TYPES:
+        for batch in (1, 5):
+            add_mulmat(ty, 12, 512, batch)
+    for ty in ("F32", "F16", "BF16"):
+        add_mulmat(ty, 6, 512, 5)  # rows not a multiple of 4: no tinyBLAS
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use llmstream::gguf::GgmlType;
 use llmstream_infer::quant::{
     self, activation_bytes, dequantize, dequantize_row, dot, kernel_for, llama_cpp_repacks,
-    matmul_with, matvec, matvec_with, quantize_activations, vec_dot, vec_dot_type, Backend, Path,
-    QMatrix, QuantError,
+    llama_cpp_tinyblas, matmul_with, matvec, matvec_with, quantize_activations, vec_dot,
+    vec_dot_type, Backend, Path, QMatrix, QuantError,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -62,6 +62,16 @@ enum Case {
         x: [usize; 2],
         gemv: [usize; 2],
         gemm: [usize; 2],
+    },
+    Mulmat {
+        #[serde(rename = "type")]
+        ty: String,
+        rows: usize,
+        n: usize,
+        batch: usize,
+        w: [usize; 2],
+        x: [usize; 2],
+        out: [usize; 2],
     },
 }
 
@@ -318,6 +328,57 @@ fn repack_kernels_match_ggml_gemv_and_gemm() {
     assert!(kernel_for(GgmlType::Q6_K, Backend::Scalar, Path::RepackGemv).is_err());
 }
 
+/// ggml's whole `mul_mat` op (its own kernel choice: `vec_dot`, or llamafile's `tinyBLAS`
+/// for float weights in batches) equals `matmul` bit for bit, on both backends.
+#[test]
+fn matmul_matches_ggml_mul_mat_op() {
+    let fx = Fixtures::load();
+    let mut tiny = 0;
+    for case in &fx.index.cases {
+        let Case::Mulmat {
+            ty: t,
+            rows,
+            n,
+            batch,
+            w,
+            x,
+            out,
+        } = case
+        else {
+            continue;
+        };
+        let wm = QMatrix::new(ty(t), *rows, *n, fx.bytes(*w)).unwrap();
+        assert!(
+            !llama_cpp_repacks(wm.ty, wm.rows),
+            "fixture meant without repacking"
+        );
+        let (xs, expect) = (fx.floats(*x), fx.floats(*out));
+        let mut y = vec![0.0f32; batch * rows];
+        for b in backends() {
+            matmul_with(b, &wm, &xs, *batch, &mut y).unwrap();
+            for (i, (g, e)) in y.iter().zip(&expect).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{t} {rows}x{n} batch {batch} {b:?} output {i}: {g} vs {e}"
+                );
+            }
+        }
+        if llama_cpp_tinyblas(wm.ty, *rows, *n, *batch) {
+            tiny += 1;
+            // tinyBLAS really sums differently from vec_dot here
+            let vd = naive_row(&wm, &xs[..*n], Path::VecDot);
+            assert!(
+                vd.iter()
+                    .zip(&expect)
+                    .any(|(a, b)| a.to_bits() != b.to_bits()),
+                "{t}"
+            );
+        }
+    }
+    assert_eq!(tiny, 3, "F32, F16 and BF16 batches through tinyBLAS");
+}
+
 /// Per-element bound of `|x - dequant(quant(x))|` for the activation type.
 fn act_error_bounds(vty: GgmlType, x: &[f32], xq: &[u8]) -> Vec<f64> {
     let mut xd = vec![0.0f32; x.len()];
@@ -543,12 +604,17 @@ proptest! {
         let s = vec_dot(t, Backend::Scalar, n, &w, &xq).unwrap();
         let a = vec_dot(t, Backend::Avx2, n, &w, &xq).unwrap();
         prop_assert_eq!(s.to_bits(), a.to_bits(), "{} n={}: scalar {} avx2 {}", t, n, s, a);
-        if llama_cpp_repacks(t, 8) {
-            for path in [Path::RepackGemv, Path::RepackGemm] {
-                let s = kernel_for(t, Backend::Scalar, path).unwrap()(&w, &xq);
-                let a = kernel_for(t, Backend::Avx2, path).unwrap()(&w, &xq);
-                prop_assert_eq!(s.to_bits(), a.to_bits(), "{} {:?} n={}: scalar {} avx2 {}", t, path, n, s, a);
-            }
+        let paths: &[Path] = if llama_cpp_repacks(t, 8) {
+            &[Path::RepackGemv, Path::RepackGemm]
+        } else if llama_cpp_tinyblas(t, 8, 8, 2) {
+            &[Path::Tinyblas]
+        } else {
+            &[]
+        };
+        for &path in paths {
+            let s = kernel_for(t, Backend::Scalar, path).unwrap()(&w, &xq);
+            let a = kernel_for(t, Backend::Avx2, path).unwrap()(&w, &xq);
+            prop_assert_eq!(s.to_bits(), a.to_bits(), "{} {:?} n={}: scalar {} avx2 {}", t, path, n, s, a);
         }
     }
 }
@@ -557,7 +623,9 @@ proptest! {
 
 /// The path llama.cpp takes for activation row `j` of a batch of `n`.
 fn llama_path(w: &QMatrix<'_>, j: usize, n: usize) -> Path {
-    if !llama_cpp_repacks(w.ty, w.rows) {
+    if llama_cpp_tinyblas(w.ty, w.rows, w.cols, n) {
+        Path::Tinyblas
+    } else if !llama_cpp_repacks(w.ty, w.rows) {
         Path::VecDot
     } else if n > 3 && j < n - n % 4 {
         Path::RepackGemm

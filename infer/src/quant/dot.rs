@@ -71,6 +71,10 @@ pub enum Path {
     RepackGemv,
     /// `ggml_gemm_*_8x8` on repacked `Q4_0`/`Q4_K` weights: groups of four activation rows.
     RepackGemm,
+    /// llamafile's `tinyBLAS` (`llamafile_sgemm`), which llama.cpp uses for `F32`/`F16`/`BF16`
+    /// weights when a batch has at least two activation rows: one 8-lane FMA accumulator per
+    /// output.
+    Tinyblas,
 }
 
 /// Whether llama.cpp (x86-64 with AVX2, default settings) repacks a matmul weight of type `ty`
@@ -80,8 +84,19 @@ pub fn llama_cpp_repacks(ty: GgmlType, rows: usize) -> bool {
     matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows % 8 == 0
 }
 
+/// Whether llama.cpp (x86-64 AVX2 build with llamafile, the default) multiplies a `rows x cols`
+/// weight of type `ty` by a batch of `n` activation rows with llamafile's `tinyBLAS`:
+/// float weights, `n >= 2`, `rows % 4 == 0`, `cols % 8 == 0`. (Its quantized `tinyBLAS`
+/// kernels for `Q8_0`/`Q4_0`/`Q5_0` sum exactly like `ggml_vec_dot`.)
+pub fn llama_cpp_tinyblas(ty: GgmlType, rows: usize, cols: usize, n: usize) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        && n >= 2
+        && rows % 4 == 0
+        && cols % 8 == 0
+}
+
 /// The kernel for weights of type `ty` on `backend` following `path`; the `Repack*` paths
-/// exist for `Q4_0` and `Q4_K` only.
+/// exist for `Q4_0` and `Q4_K`, [`Path::Tinyblas`] for `F32`, `F16` and `BF16`.
 pub fn kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Result<DotFn, QuantError> {
     if path == Path::VecDot {
         return kernel(ty, backend);
@@ -92,9 +107,12 @@ pub fn kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Result<DotFn, Q
         }
     }
     Ok(match (ty, path) {
-        (GgmlType::Q4_0, _) => dot_q4_0_repack,
+        (GgmlType::F32, Path::Tinyblas) => dot_f32_tinyblas,
+        (GgmlType::F16, Path::Tinyblas) => dot_f16_tinyblas,
+        (GgmlType::BF16, Path::Tinyblas) => dot_bf16_tinyblas,
+        (GgmlType::Q4_0, Path::RepackGemv | Path::RepackGemm) => dot_q4_0_repack,
         (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
-        (GgmlType::Q4_K, _) => dot_q4_k_gemm,
+        (GgmlType::Q4_K, Path::RepackGemm) => dot_q4_k_gemm,
         _ => {
             return Err(QuantError::Unsupported {
                 ty,
@@ -532,4 +550,34 @@ pub(crate) fn dot_bf16(w: &[u8], x: &[u8]) -> f32 {
     #[allow(clippy::cast_possible_truncation)]
     let s = sum as f32;
     s
+}
+
+/// llamafile's `tinyBLAS` per output: one 8-lane FMA accumulator over steps of 8 (a trailing
+/// partial step is not summed: llama.cpp only uses it for `cols % 8 == 0`), then
+/// [`hsum_movehl`].
+#[inline(always)]
+fn tinyblas(n: usize, load: impl Fn(usize) -> (f32, f32)) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for l in (0..n - n % 8).step_by(8) {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let (wv, xv) = load(l + i);
+            *a = wv.mul_add(xv, *a);
+        }
+    }
+    hsum_movehl(acc)
+}
+
+pub(crate) fn dot_f32_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 4).min(x.len() / 4);
+    tinyblas(n, |i| (f32_at(w, 4 * i), f32_at(x, 4 * i)))
+}
+
+pub(crate) fn dot_f16_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 2).min(x.len() / 2);
+    tinyblas(n, |i| (f16_at(w, 2 * i), f16_at(x, 2 * i)))
+}
+
+pub(crate) fn dot_bf16_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 2).min(x.len() / 2);
+    tinyblas(n, |i| (bf16_at(w, 2 * i), bf16_at(x, 2 * i)))
 }

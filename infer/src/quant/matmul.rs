@@ -12,7 +12,7 @@ use llmstream::gguf::GgmlType;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use super::dot::{kernel_for, llama_cpp_repacks, Backend, DotFn, Path};
+use super::dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, Backend, DotFn, Path};
 use super::q8::{activation_bytes, quantize_activations};
 use super::{dequantize, layout, vec_dot_type, QuantError};
 
@@ -184,18 +184,28 @@ pub fn set_llama_cpp_repack(enabled: bool) {
     REPACK.store(enabled, Ordering::Relaxed);
 }
 
-/// The kernels llama.cpp would use for `w`: `(single, group)`, where `group` serves the first
-/// `n - n % 4` activation rows of a batch of `n > 3` and `single` all others.
-fn kernels(w: &QMatrix<'_>, backend: Backend) -> Result<(DotFn, DotFn), QuantError> {
+/// The kernels llama.cpp would use for `w` times a batch of `n` activation rows:
+/// `(single, group, grouped)`, `group` serving activation rows `0..grouped` and `single` the
+/// others. Repacked weights: groups of four through `gemm`, the rest through `gemv`; float
+/// weights in batches: all rows through `tinyBLAS`; everything else: `ggml_vec_dot`.
+fn kernels(
+    w: &QMatrix<'_>,
+    backend: Backend,
+    n: usize,
+) -> Result<(DotFn, DotFn, usize), QuantError> {
     if REPACK.load(Ordering::Relaxed) && llama_cpp_repacks(w.ty, w.rows) {
-        Ok((
+        let grouped = if n > 3 { n - n % 4 } else { 0 };
+        return Ok((
             kernel_for(w.ty, backend, Path::RepackGemv)?,
             kernel_for(w.ty, backend, Path::RepackGemm)?,
-        ))
-    } else {
-        let k = kernel_for(w.ty, backend, Path::VecDot)?;
-        Ok((k, k))
+            grouped,
+        ));
     }
+    let vec_dot = kernel_for(w.ty, backend, Path::VecDot)?;
+    if llama_cpp_tinyblas(w.ty, w.rows, w.cols, n) {
+        return Ok((vec_dot, kernel_for(w.ty, backend, Path::Tinyblas)?, n));
+    }
+    Ok((vec_dot, vec_dot, 0))
 }
 
 // ------------------------------------------------------------------------------- products
@@ -229,7 +239,7 @@ pub fn matvec_with(
         return Err(QuantError::elements("matvec output", w.rows, y.len()));
     }
     let vty = vec_dot_type(w.ty)?;
-    let (single, _) = kernels(w, backend)?;
+    let (single, _, _) = kernels(w, backend, 1)?;
     let xq_len = activation_bytes(vty, w.cols)?;
     let pool = pool()?;
     with_scratch(&XQ, |xq| {
@@ -284,7 +294,7 @@ pub fn matmul_with(
         return matvec_with(backend, w, x, y);
     }
     let vty = vec_dot_type(w.ty)?;
-    let (single, group) = kernels(w, backend)?;
+    let (single, group, grouped) = kernels(w, backend, n)?;
     let xq_row = activation_bytes(vty, w.cols)?;
     let xq_len = n
         .checked_mul(xq_row)
@@ -301,7 +311,7 @@ pub fn matmul_with(
             let job = Job {
                 single,
                 group,
-                grouped: if n > 3 { n - n % 4 } else { 0 },
+                grouped,
                 data: w.data,
                 rb,
                 xq,

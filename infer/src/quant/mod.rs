@@ -12,7 +12,8 @@
 //!   activation rows, on a dedicated thread pool ([`set_threads`]). They pick the kernel
 //!   llama.cpp itself would run for the matrix ([`Path`]): `Q4_0`/`Q4_K` matrices with a row
 //!   count divisible by 8 are repacked by llama.cpp and summed in another order
-//!   ([`set_llama_cpp_repack`]).
+//!   ([`set_llama_cpp_repack`]), and float weights times batches go through llamafile's
+//!   `tinyBLAS`.
 //! - [`mod@bench`]: `matvec` throughput per weight type.
 //!
 //! Supported weight types: `F32`, `F16`, `BF16`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`,
@@ -31,7 +32,7 @@ mod simd;
 use llmstream::gguf::GgmlType;
 
 pub use dequant::dequantize;
-pub use dot::{kernel_for, llama_cpp_repacks, vec_dot, Backend, Path};
+pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backend, Path};
 pub use error::QuantError;
 pub use matmul::{
     dequantize_row, matmul, matmul_with, matvec, matvec_with, set_llama_cpp_repack, set_threads,

@@ -48,7 +48,10 @@ pub(super) fn kernel(ty: GgmlType) -> Option<DotFn> {
 pub(super) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
     Some(match (ty, path) {
         (_, Path::VecDot) => return kernel(ty),
-        (GgmlType::Q4_0, _) => dot_q4_0_repack,
+        (GgmlType::F32, Path::Tinyblas) => dot_f32_tinyblas,
+        (GgmlType::F16, Path::Tinyblas) => dot_f16_tinyblas,
+        (GgmlType::BF16, Path::Tinyblas) => dot_bf16_tinyblas,
+        (GgmlType::Q4_0, Path::RepackGemv | Path::RepackGemm) => dot_q4_0_repack,
         (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
         (GgmlType::Q4_K, Path::RepackGemm) => dot_q4_k_gemm,
         _ => return None,
@@ -108,6 +111,15 @@ safe_kernel!(
 safe_kernel!(dot_q5_k, q5_k_q8_k, dot::dot_q5_k, q5_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_q6_k, q6_k_q8_k, dot::dot_q6_k, q6_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_f32, f32_f32, dot::dot_f32, 4, 4);
+safe_kernel!(dot_f32_tinyblas, f32_tinyblas, dot::dot_f32_tinyblas, 4, 4);
+safe_kernel!(dot_f16_tinyblas, f16_tinyblas, dot::dot_f16_tinyblas, 2, 2);
+safe_kernel!(
+    dot_bf16_tinyblas,
+    bf16_tinyblas,
+    dot::dot_bf16_tinyblas,
+    2,
+    2
+);
 safe_kernel!(dot_f16, f16_f16, dot::dot_f16, 2, 2);
 safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 
@@ -810,4 +822,81 @@ unsafe fn bf16_bf16(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 
         let out = sum as f32;
         out
     }
+}
+
+/// llamafile's `tinyBLAS` per output: one 8-lane FMA accumulator over whole steps of 8.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` elements each of the size
+/// `load` reads (8 elements per call at element offset `l`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tinyblas(
+    n: usize,
+    w: *const u8,
+    x: *const u8,
+    load: unsafe fn(*const u8, usize) -> __m256,
+) -> f32 {
+    // SAFETY: `load(p, l)` reads elements `l..l+8 <= n` of the row at `p`.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for l in (0..n - n % 8).step_by(8) {
+            acc = _mm256_fmadd_ps(load(w, l), load(x, l), acc);
+        }
+        hsum_movehl(acc)
+    }
+}
+
+/// Eight `f32` at element `l`.
+///
+/// # Safety
+/// AVX available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32x8(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 32 readable bytes at `p + 4 l`.
+    unsafe { _mm256_loadu_ps(p.add(4 * l).cast::<f32>()) }
+}
+
+/// Eight `f16` at element `l`, widened.
+///
+/// # Safety
+/// F16C available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16x8(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 16 readable bytes at `p + 2 l`.
+    unsafe { _mm256_cvtph_ps(load128(p.add(2 * l))) }
+}
+
+/// Eight `bf16` at element `l`, widened.
+///
+/// # Safety
+/// AVX2 available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16x8_at(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 16 readable bytes at `p + 2 l`.
+    unsafe { load_bf16x8(p.add(2 * l)) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `f32` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_f32x8) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `f16` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_f16x8) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `bf16` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_bf16x8_at) }
 }
