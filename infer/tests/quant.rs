@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use llmstream::gguf::GgmlType;
 use llmstream_infer::quant::{
     self, activation_bytes, dequantize, dequantize_row, dot, kernel_for, llama_cpp_repacks,
-    llama_cpp_tinyblas, matmul_with, matvec, matvec_with, quantize_activations, vec_dot,
-    vec_dot_type, Backend, Path, QMatrix, QuantError,
+    llama_cpp_tinyblas, matmul_with, matvec, matvec_opts, matvec_with, quantize_activations,
+    vec_dot, vec_dot_type, Backend, MatOptions, Path, QMatrix, QuantError,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -749,13 +749,27 @@ fn matvec_and_matmul_match_naive_reference() {
                 );
             }
         }
-        // without repacking (llama.cpp --no-repack) the products are ggml_vec_dot's
-        quant::set_llama_cpp_repack(false);
+        // without repacking (a matrix tied to token_embd, or llama.cpp --no-repack) the
+        // products are ggml_vec_dot's
+        let opts = MatOptions {
+            llama_cpp_repack: false,
+            ..MatOptions::default()
+        };
         let mut yv = vec![0.0f32; *rows];
-        matvec(&wm, &xs[..*cols], &mut yv).unwrap();
-        quant::set_llama_cpp_repack(true);
+        matvec_opts(&wm, &xs[..*cols], &mut yv, opts).unwrap();
         let expect = naive_row(&wm, &xs[..*cols], Path::VecDot);
         assert_eq!(yv, expect, "{t} {source} without repack");
+        let mut y2 = vec![0.0f32; 2 * rows];
+        quant::matmul_opts(&wm, &x5[..2 * cols], 2, &mut y2, opts).unwrap();
+        assert_eq!(
+            &y2[..*rows],
+            &expect[..],
+            "{t} {source} matmul without repack"
+        );
+        // and the global switch does the same for the default options
+        quant::set_llama_cpp_repack(false);
+        assert!(!MatOptions::default().llama_cpp_repack);
+        quant::set_llama_cpp_repack(true);
     }
 
     // one thread gives the same bits

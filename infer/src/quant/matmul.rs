@@ -184,16 +184,38 @@ pub fn set_llama_cpp_repack(enabled: bool) {
     REPACK.store(enabled, Ordering::Relaxed);
 }
 
+/// How a product is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatOptions {
+    /// Kernel implementation (same bits either way).
+    pub backend: Backend,
+    /// Reproduce llama.cpp's repacked kernels if it would repack this matrix. llama.cpp
+    /// cannot repack a tensor that is also read by `get_rows` (an output matrix tied to
+    /// `token_embd`): pass `false` for such a matrix.
+    pub llama_cpp_repack: bool,
+}
+
+impl Default for MatOptions {
+    /// The detected backend and the global [`set_llama_cpp_repack`] setting.
+    fn default() -> Self {
+        Self {
+            backend: Backend::detect(),
+            llama_cpp_repack: REPACK.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The kernels llama.cpp would use for `w` times a batch of `n` activation rows:
 /// `(single, group, grouped)`, `group` serving activation rows `0..grouped` and `single` the
 /// others. Repacked weights: groups of four through `gemm`, the rest through `gemv`; float
 /// weights in batches: all rows through `tinyBLAS`; everything else: `ggml_vec_dot`.
 fn kernels(
     w: &QMatrix<'_>,
-    backend: Backend,
+    opts: MatOptions,
     n: usize,
 ) -> Result<(DotFn, DotFn, usize), QuantError> {
-    if REPACK.load(Ordering::Relaxed) && llama_cpp_repacks(w.ty, w.rows) {
+    let backend = opts.backend;
+    if opts.llama_cpp_repack && llama_cpp_repacks(w.ty, w.rows) {
         let grouped = if n > 3 { n - n % 4 } else { 0 };
         return Ok((
             kernel_for(w.ty, backend, Path::RepackGemv)?,
@@ -221,7 +243,7 @@ fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
 /// `y[r] = dot(W[r], x)` for one activation vector (`x.len() == w.cols`,
 /// `y.len() == w.rows`), multithreaded over rows, on the fastest backend.
 pub fn matvec(w: &QMatrix<'_>, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
-    matvec_with(Backend::detect(), w, x, y)
+    matvec_opts(w, x, y, MatOptions::default())
 }
 
 /// [`matvec`] on a chosen backend.
@@ -231,6 +253,20 @@ pub fn matvec_with(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), QuantError> {
+    let opts = MatOptions {
+        backend,
+        ..MatOptions::default()
+    };
+    matvec_opts(w, x, y, opts)
+}
+
+/// [`matvec`] with explicit options.
+pub fn matvec_opts(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    opts: MatOptions,
+) -> Result<(), QuantError> {
     let rb = w.validate()?;
     if x.len() != w.cols {
         return Err(QuantError::elements("matvec input", w.cols, x.len()));
@@ -239,7 +275,7 @@ pub fn matvec_with(
         return Err(QuantError::elements("matvec output", w.rows, y.len()));
     }
     let vty = vec_dot_type(w.ty)?;
-    let (single, _, _) = kernels(w, backend, 1)?;
+    let (single, _, _) = kernels(w, opts, 1)?;
     let xq_len = activation_bytes(vty, w.cols)?;
     let pool = pool()?;
     with_scratch(&XQ, |xq| {
@@ -263,7 +299,7 @@ pub fn matvec_with(
 /// `Y (n x rows) = X (n x cols) . W^T` for a batch of `n` activation rows (`x` row-major,
 /// `n * cols`; `y` row-major, `n * rows`). Each activation row is quantized once.
 pub fn matmul(w: &QMatrix<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), QuantError> {
-    matmul_with(Backend::detect(), w, x, n, y)
+    matmul_opts(w, x, n, y, MatOptions::default())
 }
 
 /// [`matmul`] on a chosen backend.
@@ -273,6 +309,21 @@ pub fn matmul_with(
     x: &[f32],
     n: usize,
     y: &mut [f32],
+) -> Result<(), QuantError> {
+    let opts = MatOptions {
+        backend,
+        ..MatOptions::default()
+    };
+    matmul_opts(w, x, n, y, opts)
+}
+
+/// [`matmul`] with explicit options.
+pub fn matmul_opts(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    opts: MatOptions,
 ) -> Result<(), QuantError> {
     let rb = w.validate()?;
     let x_len = n
@@ -291,10 +342,10 @@ pub fn matmul_with(
         return Ok(());
     }
     if n == 1 {
-        return matvec_with(backend, w, x, y);
+        return matvec_opts(w, x, y, opts);
     }
     let vty = vec_dot_type(w.ty)?;
-    let (single, group, grouped) = kernels(w, backend, n)?;
+    let (single, group, grouped) = kernels(w, opts, n)?;
     let xq_row = activation_bytes(vty, w.cols)?;
     let xq_len = n
         .checked_mul(xq_row)

@@ -35,8 +35,8 @@ pub use dequant::dequantize;
 pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backend, Path};
 pub use error::QuantError;
 pub use matmul::{
-    dequantize_row, matmul, matmul_with, matvec, matvec_with, set_llama_cpp_repack, set_threads,
-    threads, QMatrix,
+    dequantize_row, matmul, matmul_opts, matmul_with, matvec, matvec_opts, matvec_with,
+    set_llama_cpp_repack, set_threads, threads, MatOptions, QMatrix,
 };
 pub use q8::{activation_bytes, quantize_activations};
 
