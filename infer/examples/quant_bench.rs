@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use llmstream_infer::quant::{self, bench, Backend};
+use llmstream_infer::quant::{self, bench, llama_cpp_repacks, Backend, MatOptions};
 
 fn arg(i: usize, default: usize) -> anyhow::Result<usize> {
     match std::env::args().nth(i) {
@@ -27,17 +27,43 @@ fn main() -> anyhow::Result<()> {
         Backend::detect()
     );
     println!(
-        "{:<6} {:>10} {:>12} {:>10} {:>12} {:>10}",
+        "{:<9} {:>7} {:>12} {:>10} {:>12} {:>10}",
         "type", "MiB", "best us", "GB/s", "scalar us", "scalar GB/s"
     );
     for ty in bench::WEIGHT_TYPES {
-        let fast = bench::bench_matvec(ty, Backend::detect(), rows, cols, budget)?;
-        let slow = bench::bench_matvec(ty, Backend::Scalar, rows, cols, budget / 4)?;
+        line(ty.name(), ty, MatOptions::default(), rows, cols, budget)?;
+        if llama_cpp_repacks(ty, rows) {
+            // the same matrix summed like ggml_vec_dot (llama.cpp without repacking)
+            let opts = MatOptions {
+                llama_cpp_repack: false,
+                ..MatOptions::default()
+            };
+            line(&format!("{}/vd", ty.name()), ty, opts, rows, cols, budget)?;
+        }
+    }
+    Ok(())
+}
+
+fn line(
+    label: &str,
+    ty: llmstream::gguf::GgmlType,
+    opts: MatOptions,
+    rows: usize,
+    cols: usize,
+    budget: Duration,
+) -> anyhow::Result<()> {
+    {
+        let fast = bench::bench_matvec_opts(ty, opts, rows, cols, budget)?;
+        let scalar = MatOptions {
+            backend: Backend::Scalar,
+            ..opts
+        };
+        let slow = bench::bench_matvec_opts(ty, scalar, rows, cols, budget / 4)?;
         #[allow(clippy::cast_precision_loss)]
         let mib = fast.weight_bytes as f64 / (1024.0 * 1024.0);
         println!(
-            "{:<6} {:>10.1} {:>12.1} {:>10.2} {:>12.1} {:>10.2}",
-            ty.name(),
+            "{:<9} {:>7.1} {:>12.1} {:>10.2} {:>12.1} {:>10.2}",
+            label,
             mib,
             fast.best.as_secs_f64() * 1e6,
             fast.gbps(),

@@ -7,7 +7,7 @@ use llmstream::gguf::GgmlType;
 
 use super::blocks::{q4_1, q4_k, q5_1, q5_k, q6_k};
 use super::dot::Backend;
-use super::{layout, matvec_with, QMatrix, QuantError};
+use super::{layout, matvec_opts, MatOptions, QMatrix, QuantError};
 
 /// Every weight type with a fused dot product.
 pub const WEIGHT_TYPES: [GgmlType; 11] = [
@@ -122,6 +122,22 @@ pub fn bench_matvec(
     cols: usize,
     budget: Duration,
 ) -> Result<BenchResult, QuantError> {
+    let opts = MatOptions {
+        backend,
+        ..MatOptions::default()
+    };
+    bench_matvec_opts(ty, opts, rows, cols, budget)
+}
+
+/// [`bench_matvec`] with explicit [`MatOptions`].
+pub fn bench_matvec_opts(
+    ty: GgmlType,
+    opts: MatOptions,
+    rows: usize,
+    cols: usize,
+    budget: Duration,
+) -> Result<BenchResult, QuantError> {
+    let backend = opts.backend;
     let data = synthetic_weights(ty, rows, cols)?;
     let w = QMatrix::new(ty, rows, cols, &data)?;
     let mut rng = Filler(7);
@@ -133,13 +149,13 @@ pub fn bench_matvec(
         })
         .collect();
     let mut y = vec![0.0f32; rows];
-    matvec_with(backend, &w, &x, &mut y)?;
+    matvec_opts(&w, &x, &mut y, opts)?;
     let start = Instant::now();
     let mut calls = 0u32;
     let mut best = Duration::MAX;
     while calls < 3 || start.elapsed() < budget {
         let t = Instant::now();
-        matvec_with(backend, &w, &x, &mut y)?;
+        matvec_opts(&w, &x, &mut y, opts)?;
         best = best.min(t.elapsed());
         calls += 1;
     }
