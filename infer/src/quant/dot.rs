@@ -14,6 +14,13 @@
 //! (checked against `libggml-cpu` in the fixtures). They are the reference implementation;
 //! speed comes from the run-time selected SIMD kernels ([`Backend::Avx2`]).
 //!
+//! llama.cpp does not always call `ggml_vec_dot` for a matmul; [`Path`] names the other
+//! kernels it uses, whose integer sums are the same but whose `f32` summation differs:
+//! repacked `Q4_0`/`Q4_K` weights (`gemv`/`gemm_*_8x8`, default whenever the row count is a
+//! multiple of 8) and llamafile's `tinyBLAS` for float weights in batches. Each has a kernel
+//! here ([`kernel_for`]), bit-identical to ggml's; [`super::matvec`] and [`super::matmul`]
+//! pick the one llama.cpp would pick ([`llama_cpp_repacks`], [`llama_cpp_tinyblas`]).
+//!
 //! Rows are processed in whole blocks: a kernel reads `min(w blocks, x blocks)` blocks, so it
 //! never reads out of bounds; callers check lengths ([`vec_dot`] does).
 
