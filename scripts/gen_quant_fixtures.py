@@ -28,8 +28,20 @@ Case kinds:
             vec_dot_type by ggml, and ggml's vec_dot result (f32 bits), i.e. exactly what
             llama.cpp's CPU backend computes for one output element of a matmul.
 
-The ggml libraries are reached with ctypes through `ggml_get_type_traits_cpu`; the cpu
-features they were built for are recorded in index.json ("ggml_cpu").
+  repack    llama.cpp's CPU backend repacks Q4_0 and Q4_K matmul weights whose row count is a
+            multiple of 8 (its CPU_REPACK buffer, on by default with AVX2) and multiplies them
+            with other kernels: `ggml_gemv_*_8x8` for single activation rows and
+            `ggml_gemm_*_8x8` for groups of four. Same integers, other float summation. For
+            16 weight rows and 4 activation rows: the weights, the activations, and both
+            kernels' outputs (f32), computed by ggml itself after its own repacking.
+
+  mulmat    ggml's whole CPU `mul_mat` op (a one-node graph, plain CPU buffers, 2 threads):
+            weights, activations (batch of 1 or 5) and the output, which covers ggml's choice
+            of kernel: `vec_dot`, or for float weights in batches llamafile's `tinyBLAS`.
+
+The ggml libraries are reached with ctypes through `ggml_get_type_traits_cpu` and a few
+exported kernels; the cpu features they were built for are recorded in index.json
+("ggml_cpu").
 """
 
 from __future__ import annotations
@@ -114,6 +126,93 @@ class Ggml:
             self.version = llama_cpp.__version__
         except AttributeError:
             self.version = "unknown"
+
+        self._init_repack()
+
+    def _init_repack(self) -> None:
+        vp = ctypes.c_void_p
+
+        class InitParams(ctypes.Structure):
+            _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", vp),
+                        ("no_alloc", ctypes.c_bool)]
+
+        self.InitParams = InitParams
+        b, c = self.base, self.cpu
+        b.ggml_init.restype = vp
+        b.ggml_init.argtypes = [InitParams]
+        b.ggml_free.argtypes = [vp]
+        b.ggml_new_tensor_2d.restype = vp
+        b.ggml_new_tensor_2d.argtypes = [vp, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        b.ggml_get_data.restype = vp
+        b.ggml_get_data.argtypes = [vp]
+        b.ggml_mul_mat.restype = vp
+        b.ggml_mul_mat.argtypes = [vp, vp, vp]
+        b.ggml_new_graph.restype = vp
+        b.ggml_new_graph.argtypes = [vp]
+        b.ggml_build_forward_expand.argtypes = [vp, vp]
+        c.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
+        kern = [ctypes.c_int, vp, ctypes.c_size_t, vp, vp, ctypes.c_int, ctypes.c_int]
+        self.repack_fns = {}
+        for ty, block in [("Q4_0", "block_q4_0"), ("Q4_K", "block_q4_K")]:
+            name = f"_ZN4ggml3cpu6repack6repackI{len(block)}{block}Ll8ELl8EEEiP11ggml_tensorPKvm"
+            rep = getattr(c, name)
+            rep.restype = ctypes.c_int
+            rep.argtypes = [vp, vp, ctypes.c_size_t]
+            low = ty.replace("Q4_0", "q4_0").replace("Q4_K", "q4_K")
+            vty = "q8_0" if ty == "Q4_0" else "q8_K"
+            gemv = getattr(c, f"ggml_gemv_{low}_8x8_{vty}")
+            gemm = getattr(c, f"ggml_gemm_{low}_8x8_{vty}")
+            qmat = getattr(c, f"ggml_quantize_mat_{vty.replace('q8_k', 'q8_K')}_4x8")
+            gemv.argtypes = kern
+            gemm.argtypes = kern
+            qmat.argtypes = [vp, vp, ctypes.c_int64]
+            self.repack_fns[ty] = (rep, gemv, gemm, qmat)
+
+    def repacked_products(self, ty: str, rows: int, cols: int, w: bytes,
+                          x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ggml's gemv (each activation row alone) and gemm (the 4 rows together) outputs,
+        shaped (4, rows), of the repacked `rows x cols` weights `w` and activations `x`."""
+        rep, gemv, gemm, qmat = self.repack_fns[ty]
+        assert rows % 8 == 0 and x.shape == (4, cols)
+        ctx = self.base.ggml_init(self.InitParams(64 << 20, None, False))
+        try:
+            t = self.base.ggml_new_tensor_2d(ctx, ID[ty], cols, rows)
+            wb = ctypes.create_string_buffer(w, len(w))
+            assert rep(t, wb, len(w)) == 0
+            vx = self.base.ggml_get_data(t)
+            vty = self.vec_dot_type(ty)
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            out_v = np.zeros((4, rows), np.float32)
+            for j in range(4):
+                xq = ctypes.create_string_buffer(self.from_float(vty, x[j]))
+                gemv(cols, out_v[j].ctypes.data, rows, vx, xq, 1, rows)
+            bs, ts = BLOCK[vty]
+            xm = ctypes.create_string_buffer(4 * cols // bs * ts + 64)
+            qmat(x.ctypes.data, xm, cols)
+            out_m = np.zeros((4, rows), np.float32)
+            gemm(cols, out_m.ctypes.data, rows, vx, xm, 4, rows)
+            return out_v, out_m
+        finally:
+            self.base.ggml_free(ctx)
+
+    def mul_mat(self, ty: str, rows: int, cols: int, w: bytes, x: np.ndarray) -> np.ndarray:
+        """ggml's CPU mul_mat of `rows x cols` weights `w` with activation rows `x`."""
+        b = self.base
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ctx = b.ggml_init(self.InitParams(256 << 20, None, False))
+        try:
+            a = b.ggml_new_tensor_2d(ctx, ID[ty], cols, rows)
+            ctypes.memmove(b.ggml_get_data(a), w, len(w))
+            xt = b.ggml_new_tensor_2d(ctx, ID["F32"], cols, x.shape[0])
+            ctypes.memmove(b.ggml_get_data(xt), x.ctypes.data, x.nbytes)
+            out = b.ggml_mul_mat(ctx, a, xt)
+            graph = b.ggml_new_graph(ctx)
+            b.ggml_build_forward_expand(graph, out)
+            self.cpu.ggml_graph_compute_with_ctx(ctx, graph, 2)
+            ptr = ctypes.cast(b.ggml_get_data(out), ctypes.POINTER(ctypes.c_float))
+            return np.ctypeslib.as_array(ptr, shape=(x.shape[0] * rows,)).copy()
+        finally:
+            b.ggml_free(ctx)
 
     def traits(self, ty: str) -> Traits:
         return self.cpu.ggml_get_type_traits_cpu(ID[ty]).contents
@@ -331,6 +430,37 @@ def main() -> int:
         row_bytes = cols // BLOCK[ty][0] * BLOCK[ty][1]
         add_dots(ty, cols, [wr[0], row_bytes], data[wr[0]:wr[0] + row_bytes], by_len[cols],
                  source)
+
+    # 4. llama.cpp's repacked Q4_0 / Q4_K kernels (gemv and gemm)
+    def add_repack(ty: str, rows: int, cols: int, w: bytes, source: str) -> None:
+        x = np.stack([a for _, a in activations(cols, rng)]).astype(np.float32)
+        gv, gm = ggml.repacked_products(ty, rows, cols, w, x)
+        cases.append({"kind": "repack", "type": ty, "rows": rows, "n": cols, "source": source,
+                      "w": blob.add(w), "x": blob.add(x), "gemv": blob.add(gv),
+                      "gemm": blob.add(gm)})
+
+    for ty in ["Q4_0", "Q4_K"]:
+        bs, ts = BLOCK[ty]
+        rows, cols = 16, 1024
+        add_repack(ty, rows, cols, synthetic_blocks(ty, rows * cols // bs, rng).tobytes(),
+                   "synthetic")
+    if QWEN.exists():
+        ty, cols, raw = first_rows(QWEN, "blk.0.attn_q.weight", 16)
+        add_repack(ty, 16, cols, raw.tobytes(), "qwen2.5-coder-1.5b:blk.0.attn_q.weight")
+
+    # 5. ggml's whole mul_mat op, which picks the kernel itself (no repacking here: 12 rows)
+    def add_mulmat(ty: str, rows: int, cols: int, batch: int) -> None:
+        w = synthetic_blocks(ty, rows * cols // BLOCK[ty][0], rng).tobytes()
+        x = rng.normal(0, 1, (batch, cols)).astype(np.float32)
+        y = ggml.mul_mat(ty, rows, cols, w, x)
+        cases.append({"kind": "mulmat", "type": ty, "rows": rows, "n": cols, "batch": batch,
+                      "w": blob.add(w), "x": blob.add(x), "out": blob.add(y)})
+
+    for ty in WEIGHT_TYPES:
+        for batch in (1, 5):
+            add_mulmat(ty, 12, 512, batch)
+    for ty in ("F32", "F16", "BF16"):
+        add_mulmat(ty, 6, 512, 5)  # rows not a multiple of 4: no tinyBLAS
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

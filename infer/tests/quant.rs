@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use llmstream::gguf::GgmlType;
 use llmstream_infer::quant::{
-    self, activation_bytes, dequantize, dequantize_row, dot, matmul_with, matvec, matvec_with,
-    quantize_activations, vec_dot, vec_dot_type, Backend, QMatrix, QuantError,
+    self, activation_bytes, dequantize, dequantize_row, dot, kernel_for, llama_cpp_repacks,
+    llama_cpp_tinyblas, matmul_with, matvec, matvec_opts, matvec_with, quantize_activations,
+    vec_dot, vec_dot_type, Backend, MatOptions, Path, QMatrix, QuantError,
 };
 use proptest::prelude::*;
 use serde::Deserialize;
@@ -50,6 +51,27 @@ enum Case {
         x: [usize; 2],
         xq: [usize; 2],
         result_bits: u32,
+    },
+    Repack {
+        #[serde(rename = "type")]
+        ty: String,
+        rows: usize,
+        n: usize,
+        source: String,
+        w: [usize; 2],
+        x: [usize; 2],
+        gemv: [usize; 2],
+        gemm: [usize; 2],
+    },
+    Mulmat {
+        #[serde(rename = "type")]
+        ty: String,
+        rows: usize,
+        n: usize,
+        batch: usize,
+        w: [usize; 2],
+        x: [usize; 2],
+        out: [usize; 2],
     },
 }
 
@@ -230,6 +252,131 @@ fn vec_dot_matches_ggml_bits() {
     for t in WEIGHT_TYPES {
         assert!(per_type.get(t.name()).copied().unwrap_or(0) >= 4, "{t}");
     }
+}
+
+/// Our activation rows quantized to `vty`, concatenated.
+fn quantize_rows(vty: GgmlType, x: &[f32], cols: usize) -> Vec<u8> {
+    let row = activation_bytes(vty, cols).unwrap();
+    let mut xq = vec![0u8; row * (x.len() / cols)];
+    for (xr, qr) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(row)) {
+        quantize_activations(vty, xr, qr).unwrap();
+    }
+    xq
+}
+
+/// llama.cpp's kernels on repacked Q4_0/Q4_K weights (`ggml_gemv_*_8x8`, `ggml_gemm_*_8x8`,
+/// run by ggml on its own repacked copy of the weights) equal our `Repack*` kernels bit for
+/// bit, on both backends.
+#[test]
+fn repack_kernels_match_ggml_gemv_and_gemm() {
+    let fx = Fixtures::load();
+    let mut seen = std::collections::BTreeSet::new();
+    for case in &fx.index.cases {
+        let Case::Repack {
+            ty: t,
+            rows,
+            n,
+            source,
+            w,
+            x,
+            gemv,
+            gemm,
+        } = case
+        else {
+            continue;
+        };
+        let wty = ty(t);
+        assert!(llama_cpp_repacks(wty, *rows));
+        let wm = QMatrix::new(wty, *rows, *n, fx.bytes(*w)).unwrap();
+        let xs = fx.floats(*x);
+        let xq = quantize_rows(vec_dot_type(wty).unwrap(), &xs, *n);
+        let xq_row = xq.len() / 4;
+        for (path, expect) in [
+            (Path::RepackGemv, fx.floats(*gemv)),
+            (Path::RepackGemm, fx.floats(*gemm)),
+        ] {
+            for b in backends() {
+                let k = kernel_for(wty, b, path).unwrap();
+                for j in 0..4 {
+                    for r in 0..*rows {
+                        let got = k(wm.row(r).unwrap(), &xq[j * xq_row..(j + 1) * xq_row]);
+                        let e = expect[j * rows + r];
+                        assert_eq!(
+                            got.to_bits(),
+                            e.to_bits(),
+                            "{t} {source} {path:?} {b:?} ({j},{r}): {got} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+        // Q4_K's repacked sums differ from ggml_vec_dot somewhere (else this would prove
+        // nothing)
+        let vd = kernel_for(wty, Backend::Scalar, Path::VecDot).unwrap();
+        let gv = fx.floats(*gemv);
+        let differs =
+            (0..*rows).any(|r| vd(wm.row(r).unwrap(), &xq[..xq_row]).to_bits() != gv[r].to_bits());
+        if wty == GgmlType::Q4_K {
+            assert!(
+                differs,
+                "{t} {source}: repacked gemv equals vec_dot everywhere"
+            );
+        }
+        seen.insert(t.clone());
+    }
+    assert!(seen.contains("Q4_0") && seen.contains("Q4_K"), "{seen:?}");
+    assert!(kernel_for(GgmlType::Q6_K, Backend::Scalar, Path::RepackGemv).is_err());
+}
+
+/// ggml's whole `mul_mat` op (its own kernel choice: `vec_dot`, or llamafile's `tinyBLAS`
+/// for float weights in batches) equals `matmul` bit for bit, on both backends.
+#[test]
+fn matmul_matches_ggml_mul_mat_op() {
+    let fx = Fixtures::load();
+    let mut tiny = 0;
+    for case in &fx.index.cases {
+        let Case::Mulmat {
+            ty: t,
+            rows,
+            n,
+            batch,
+            w,
+            x,
+            out,
+        } = case
+        else {
+            continue;
+        };
+        let wm = QMatrix::new(ty(t), *rows, *n, fx.bytes(*w)).unwrap();
+        assert!(
+            !llama_cpp_repacks(wm.ty, wm.rows),
+            "fixture meant without repacking"
+        );
+        let (xs, expect) = (fx.floats(*x), fx.floats(*out));
+        let mut y = vec![0.0f32; batch * rows];
+        for b in backends() {
+            matmul_with(b, &wm, &xs, *batch, &mut y).unwrap();
+            for (i, (g, e)) in y.iter().zip(&expect).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{t} {rows}x{n} batch {batch} {b:?} output {i}: {g} vs {e}"
+                );
+            }
+        }
+        if llama_cpp_tinyblas(wm.ty, *rows, *n, *batch) {
+            tiny += 1;
+            // tinyBLAS really sums differently from vec_dot here
+            let vd = naive_row(&wm, &xs[..*n], Path::VecDot);
+            assert!(
+                vd.iter()
+                    .zip(&expect)
+                    .any(|(a, b)| a.to_bits() != b.to_bits()),
+                "{t}"
+            );
+        }
+    }
+    assert_eq!(tiny, 3, "F32, F16 and BF16 batches through tinyBLAS");
 }
 
 /// Per-element bound of `|x - dequant(quant(x))|` for the activation type.
@@ -440,7 +587,7 @@ fn random_activations(n: usize, rng: &mut Rng, style: u8) -> Vec<f32> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Scalar and AVX2 kernels agree bit for bit on random blocks and activations.
+    /// Scalar and AVX2 kernels agree bit for bit on random blocks and activations (all paths).
     #[test]
     fn scalar_and_avx2_agree(seed in any::<u64>(), type_i in 0usize..11, blocks in 1usize..9, style in 0u8..4) {
         if Backend::detect() != Backend::Avx2 {
@@ -457,18 +604,41 @@ proptest! {
         let s = vec_dot(t, Backend::Scalar, n, &w, &xq).unwrap();
         let a = vec_dot(t, Backend::Avx2, n, &w, &xq).unwrap();
         prop_assert_eq!(s.to_bits(), a.to_bits(), "{} n={}: scalar {} avx2 {}", t, n, s, a);
+        let paths: &[Path] = if llama_cpp_repacks(t, 8) {
+            &[Path::RepackGemv, Path::RepackGemm]
+        } else if llama_cpp_tinyblas(t, 8, 8, 2) {
+            &[Path::Tinyblas]
+        } else {
+            &[]
+        };
+        for &path in paths {
+            let s = kernel_for(t, Backend::Scalar, path).unwrap()(&w, &xq);
+            let a = kernel_for(t, Backend::Avx2, path).unwrap()(&w, &xq);
+            prop_assert_eq!(s.to_bits(), a.to_bits(), "{} {:?} n={}: scalar {} avx2 {}", t, path, n, s, a);
+        }
     }
 }
 
 // ---------------------------------------------------------------------------- matrix API
 
-fn naive_matvec(w: &QMatrix<'_>, x: &[f32]) -> Vec<f32> {
-    let vty = vec_dot_type(w.ty).unwrap();
-    let mut xq = vec![0u8; activation_bytes(vty, w.cols).unwrap()];
-    quantize_activations(vty, x, &mut xq).unwrap();
-    (0..w.rows)
-        .map(|r| vec_dot(w.ty, Backend::Scalar, w.cols, w.row(r).unwrap(), &xq).unwrap())
-        .collect()
+/// The path llama.cpp takes for activation row `j` of a batch of `n`.
+fn llama_path(w: &QMatrix<'_>, j: usize, n: usize) -> Path {
+    if llama_cpp_tinyblas(w.ty, w.rows, w.cols, n) {
+        Path::Tinyblas
+    } else if !llama_cpp_repacks(w.ty, w.rows) {
+        Path::VecDot
+    } else if n > 3 && j < n - n % 4 {
+        Path::RepackGemm
+    } else {
+        Path::RepackGemv
+    }
+}
+
+/// One activation row times every weight row with the scalar kernel of `path`.
+fn naive_row(w: &QMatrix<'_>, x: &[f32], path: Path) -> Vec<f32> {
+    let xq = quantize_rows(vec_dot_type(w.ty).unwrap(), x, w.cols);
+    let k = kernel_for(w.ty, Backend::Scalar, path).unwrap();
+    (0..w.rows).map(|r| k(w.row(r).unwrap(), &xq)).collect()
 }
 
 #[test]
@@ -488,13 +658,14 @@ fn matvec_and_matmul_match_naive_reference() {
             matmul_with(b, &w, &x, n, &mut y).unwrap();
             for j in 0..n {
                 let xr = &x[j * cols..(j + 1) * cols];
-                let expect = naive_matvec(&w, xr);
+                let expect = naive_row(&w, xr, llama_path(&w, j, n));
+                let expect_v = naive_row(&w, xr, llama_path(&w, 0, 1));
                 let mut yv = vec![0.0f32; rows];
                 matvec_with(b, &w, xr, &mut yv).unwrap();
                 for r in 0..rows {
                     assert_eq!(
                         yv[r].to_bits(),
-                        expect[r].to_bits(),
+                        expect_v[r].to_bits(),
                         "{t} {b:?} matvec row {r}"
                     );
                     assert_eq!(
@@ -532,6 +703,75 @@ fn matvec_and_matmul_match_naive_reference() {
             );
         }
     }
+    // matmul and matvec of the repacked fixtures reproduce ggml's gemm (first 4 rows of a
+    // batch) and gemv (single rows, and the 5th row of a batch of 5)
+    let fx = Fixtures::load();
+    for case in &fx.index.cases {
+        let Case::Repack {
+            ty: t,
+            rows,
+            n: cols,
+            source,
+            w,
+            x,
+            gemv,
+            gemm,
+        } = case
+        else {
+            continue;
+        };
+        let wm = QMatrix::new(ty(t), *rows, *cols, fx.bytes(*w)).unwrap();
+        let (xs, gv, gm) = (fx.floats(*x), fx.floats(*gemv), fx.floats(*gemm));
+        let mut x5 = xs.clone();
+        x5.extend_from_slice(&xs[..*cols]);
+        let mut y5 = vec![0.0f32; 5 * rows];
+        for b in backends() {
+            matmul_with(b, &wm, &x5, 5, &mut y5).unwrap();
+            let mut yv = vec![0.0f32; *rows];
+            matvec_with(b, &wm, &xs[..*cols], &mut yv).unwrap();
+            for r in 0..*rows {
+                for j in 0..4 {
+                    assert_eq!(
+                        y5[j * rows + r].to_bits(),
+                        gm[j * rows + r].to_bits(),
+                        "{t} {source} {b:?} gemm ({j},{r})"
+                    );
+                }
+                assert_eq!(
+                    y5[4 * rows + r].to_bits(),
+                    gv[r].to_bits(),
+                    "{t} {source} {b:?} gemv tail row {r}"
+                );
+                assert_eq!(
+                    yv[r].to_bits(),
+                    gv[r].to_bits(),
+                    "{t} {source} {b:?} matvec row {r}"
+                );
+            }
+        }
+        // without repacking (a matrix tied to token_embd, or llama.cpp --no-repack) the
+        // products are ggml_vec_dot's
+        let opts = MatOptions {
+            llama_cpp_repack: false,
+            ..MatOptions::default()
+        };
+        let mut yv = vec![0.0f32; *rows];
+        matvec_opts(&wm, &xs[..*cols], &mut yv, opts).unwrap();
+        let expect = naive_row(&wm, &xs[..*cols], Path::VecDot);
+        assert_eq!(yv, expect, "{t} {source} without repack");
+        let mut y2 = vec![0.0f32; 2 * rows];
+        quant::matmul_opts(&wm, &x5[..2 * cols], 2, &mut y2, opts).unwrap();
+        assert_eq!(
+            &y2[..*rows],
+            &expect[..],
+            "{t} {source} matmul without repack"
+        );
+        // and the global switch does the same for the default options
+        quant::set_llama_cpp_repack(false);
+        assert!(!MatOptions::default().llama_cpp_repack);
+        quant::set_llama_cpp_repack(true);
+    }
+
     // one thread gives the same bits
     quant::set_threads(1).unwrap();
     let data = random_weights(GgmlType::Q4_K, 64 * 1024, &mut rng);

@@ -109,6 +109,23 @@ pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
 }
 
+/// `f16` bits to `f32`, exactly, with scalar integer and float operations only (no table, no
+/// vector register: the SIMD kernels use it to keep the block scales off their accumulator
+/// dependency chains). Rescales the shifted bits by 2^112, which is exact for normal and
+/// subnormal halves; infinities and NaNs are rebuilt from the bits (NaNs quieted, like F16C).
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let bits = u32::from(h & 0x7fff) << 13;
+    let mut f = f32::from_bits(bits) * f32::from_bits(0x7780_0000);
+    if f >= 65536.0 {
+        // infinity, or NaN made quiet as `vcvtph2ps` does
+        let quiet = if h & 0x03ff != 0 { 0x0040_0000 } else { 0 };
+        f = f32::from_bits(bits | 0x7f80_0000 | quiet);
+    }
+    f32::from_bits(f.to_bits() | sign)
+}
+
 /// The `bf16` at `off`, widened exactly to `f32`.
 #[inline(always)]
 pub(crate) fn bf16_at(b: &[u8], off: usize) -> f32 {
@@ -148,4 +165,38 @@ pub(crate) fn k4_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
         mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
     }
     (sc, mn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_bits_to_f32_is_exact_for_every_half() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            let got = f16_bits_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x} NaN payload");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn k4_scales_unpack_6_bit_fields() {
+        // scales 0..8 = 1..=8 and mins 0..8 = 41..=48 packed by hand: 4..8 need their top bits
+        // in the top bits of bytes 0..8
+        let sc: [u8; 8] = [1, 2, 3, 4, 5 + 48, 6, 7 + 16, 8 + 32];
+        let mn: [u8; 8] = [41, 42, 43, 44, 45, 46 + 16, 47, 48];
+        let mut p = [0u8; 12];
+        for j in 0..4 {
+            p[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            p[j + 4] = mn[j] | ((mn[j + 4] >> 4) << 6);
+            p[j + 8] = (sc[j + 4] & 0x0F) | ((mn[j + 4] & 0x0F) << 4);
+        }
+        assert_eq!(k4_scales_mins(&p), (sc, mn));
+    }
 }

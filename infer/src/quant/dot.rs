@@ -12,7 +12,14 @@
 //! reproduce that lane structure, the FMAs (`f32::mul_add`) and the reduction tree, so the
 //! scalar and AVX2 paths are bit-identical to each other and to ggml's `ggml_vec_dot_*`
 //! (checked against `libggml-cpu` in the fixtures). They are the reference implementation;
-//! speed comes from [`super::simd`].
+//! speed comes from the run-time selected SIMD kernels ([`Backend::Avx2`]).
+//!
+//! llama.cpp does not always call `ggml_vec_dot` for a matmul; [`Path`] names the other
+//! kernels it uses, whose integer sums are the same but whose `f32` summation differs:
+//! repacked `Q4_0`/`Q4_K` weights (`gemv`/`gemm_*_8x8`, default whenever the row count is a
+//! multiple of 8) and llamafile's `tinyBLAS` for float weights in batches. Each has a kernel
+//! here ([`kernel_for`]), bit-identical to ggml's; [`super::matvec`] and [`super::matmul`]
+//! pick the one llama.cpp would pick ([`llama_cpp_repacks`], [`llama_cpp_tinyblas`]).
 //!
 //! Rows are processed in whole blocks: a kernel reads `min(w blocks, x blocks)` blocks, so it
 //! never reads out of bounds; callers check lengths ([`vec_dot`] does).
@@ -59,6 +66,67 @@ pub fn kernel(ty: GgmlType, backend: Backend) -> Result<DotFn, QuantError> {
         }
     }
     scalar_kernel(ty).ok_or(QuantError::Unsupported { ty, op: "vec_dot" })
+}
+
+/// Which of llama.cpp's CPU matmul kernels a product reproduces (same integers, different
+/// `f32` summation order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// `ggml_vec_dot_*`: what llama.cpp uses for every weight matrix it does not repack.
+    VecDot,
+    /// `ggml_gemv_*_8x8` on repacked `Q4_0`/`Q4_K` weights: activation rows one at a time.
+    RepackGemv,
+    /// `ggml_gemm_*_8x8` on repacked `Q4_0`/`Q4_K` weights: groups of four activation rows.
+    RepackGemm,
+    /// llamafile's `tinyBLAS` (`llamafile_sgemm`), which llama.cpp uses for `F32`/`F16`/`BF16`
+    /// weights when a batch has at least two activation rows: one 8-lane FMA accumulator per
+    /// output.
+    Tinyblas,
+}
+
+/// Whether llama.cpp (x86-64 with AVX2, default settings) repacks a matmul weight of type `ty`
+/// with `rows` rows into its CPU_REPACK buffer, and so multiplies it with the `Repack*`
+/// kernels: `Q4_0` and `Q4_K` with a row count divisible by 8.
+pub fn llama_cpp_repacks(ty: GgmlType, rows: usize) -> bool {
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_K) && rows % 8 == 0
+}
+
+/// Whether llama.cpp (x86-64 AVX2 build with llamafile, the default) multiplies a `rows x cols`
+/// weight of type `ty` by a batch of `n` activation rows with llamafile's `tinyBLAS`:
+/// float weights, `n >= 2`, `rows % 4 == 0`, `cols % 8 == 0`. (Its quantized `tinyBLAS`
+/// kernels for `Q8_0`/`Q4_0`/`Q5_0` sum exactly like `ggml_vec_dot`.)
+pub fn llama_cpp_tinyblas(ty: GgmlType, rows: usize, cols: usize, n: usize) -> bool {
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        && n >= 2
+        && rows % 4 == 0
+        && cols % 8 == 0
+}
+
+/// The kernel for weights of type `ty` on `backend` following `path`; the `Repack*` paths
+/// exist for `Q4_0` and `Q4_K`, [`Path::Tinyblas`] for `F32`, `F16` and `BF16`.
+pub fn kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Result<DotFn, QuantError> {
+    if path == Path::VecDot {
+        return kernel(ty, backend);
+    }
+    if backend == Backend::Avx2 {
+        if let Some(k) = simd::repack_kernel(ty, path) {
+            return Ok(k);
+        }
+    }
+    Ok(match (ty, path) {
+        (GgmlType::F32, Path::Tinyblas) => dot_f32_tinyblas,
+        (GgmlType::F16, Path::Tinyblas) => dot_f16_tinyblas,
+        (GgmlType::BF16, Path::Tinyblas) => dot_bf16_tinyblas,
+        (GgmlType::Q4_0, Path::RepackGemv | Path::RepackGemm) => dot_q4_0_repack,
+        (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
+        (GgmlType::Q4_K, Path::RepackGemm) => dot_q4_k_gemm,
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "repacked dot product",
+            })
+        }
+    })
 }
 
 /// `sum_i w[i] * x[i]` for one weight row `w` of type `ty` holding `n` elements and the
@@ -328,6 +396,90 @@ pub(crate) fn dot_q6_k(w: &[u8], x: &[u8]) -> f32 {
     hsum_movehl(acc)
 }
 
+// ------------------------------------------------------------------ repacked Q4_0 and Q4_K
+//
+// llama.cpp's `gemv`/`gemm` kernels on repacked weights compute one output per lane: the
+// exact integer sum of a block (or of a pair of Q4_K sub-blocks for `gemm`) goes through one
+// `f32` FMA with `d_w * d_x`; Q4_K's minimum terms go into a second accumulator, subtracted
+// at the end.
+
+/// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps` (super-block sums can exceed
+/// 2^24).
+#[inline(always)]
+fn i32_to_f32(v: i32) -> f32 {
+    // Round-to-nearest conversion is the intent.
+    #[allow(clippy::cast_precision_loss)]
+    let f = v as f32;
+    f
+}
+
+pub(crate) fn dot_q4_0_repack(w: &[u8], x: &[u8]) -> f32 {
+    let mut acc = 0.0f32;
+    for (wb, xb) in w.chunks_exact(q4_0::SIZE).zip(x.chunks_exact(q8_0::SIZE)) {
+        let d = f16_at(wb, q4_0::D) * f16_at(xb, q8_0::D);
+        let q = nibbles(&wb[q4_0::QS..]);
+        let isum: i32 = q
+            .iter()
+            .zip(&xb[q8_0::QS..q8_0::QS + QK])
+            .map(|(&v, &y)| (v - 8) * i32::from(i8of(y)))
+            .sum();
+        acc = i32_to_f32(isum).mul_add(d, acc);
+    }
+    acc
+}
+
+/// Per sub-block integer sums of a Q4_K x Q8_K super-block: `sc[s] * sum q * y` and
+/// `mins[s] * (bsums[2s] + bsums[2s+1])`, and the two float scales `d_w * d_x`,
+/// `dmin_w * d_x`.
+#[inline(always)]
+fn q4_k_subblocks(wb: &[u8], xb: &[u8]) -> ([i32; 8], [i32; 8], f32, f32) {
+    let yd = f32_at(xb, q8_k::D);
+    let d = f16_at(wb, q4_k::D) * yd;
+    let dmin = f16_at(wb, q4_k::DMIN) * yd;
+    let (sc, mn) = k4_scales_mins(&wb[q4_k::SCALES..q4_k::SCALES + 12]);
+    let qs = &wb[q4_k::QS..q4_k::QS + QK_K / 2];
+    let ys = &xb[q8_k::QS..q8_k::QS + QK_K];
+    let mut sums = [0i32; 8];
+    let mut mins = [0i32; 8];
+    for s in 0..8 {
+        let q32 = &qs[32 * (s / 2)..32 * (s / 2) + 32];
+        let dot: i32 = q32
+            .iter()
+            .zip(&ys[32 * s..32 * s + 32])
+            .map(|(&q, &y)| {
+                let v = if s % 2 == 0 { q & 0x0F } else { q >> 4 };
+                i32::from(v) * i32::from(i8of(y))
+            })
+            .sum();
+        sums[s] = i32::from(sc[s]) * dot;
+        let bs = |g: usize| i32::from(i16_at(xb, q8_k::BSUMS + 2 * g));
+        mins[s] = i32::from(mn[s]) * (bs(2 * s) + bs(2 * s + 1));
+    }
+    (sums, mins, d, dmin)
+}
+
+pub(crate) fn dot_q4_k_gemv(w: &[u8], x: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, xb) in w.chunks_exact(q4_k::SIZE).zip(x.chunks_exact(q8_k::SIZE)) {
+        let (sums, mins, d, dmin) = q4_k_subblocks(wb, xb);
+        acc = i32_to_f32(sums.iter().sum()).mul_add(d, acc);
+        acc_m = i32_to_f32(mins.iter().sum()).mul_add(dmin, acc_m);
+    }
+    acc - acc_m
+}
+
+pub(crate) fn dot_q4_k_gemm(w: &[u8], x: &[u8]) -> f32 {
+    let (mut acc, mut acc_m) = (0.0f32, 0.0f32);
+    for (wb, xb) in w.chunks_exact(q4_k::SIZE).zip(x.chunks_exact(q8_k::SIZE)) {
+        let (sums, mins, d, dmin) = q4_k_subblocks(wb, xb);
+        for p in 0..4 {
+            acc = i32_to_f32(sums[2 * p] + sums[2 * p + 1]).mul_add(d, acc);
+            acc_m = i32_to_f32(mins[2 * p] + mins[2 * p + 1]).mul_add(dmin, acc_m);
+        }
+    }
+    acc - acc_m
+}
+
 // ------------------------------------------------------------------------------ float types
 
 /// ggml's `ggml_vec_dot_f32`/`_f16` shape: four 8-lane FMA accumulators over steps of 32,
@@ -405,4 +557,34 @@ pub(crate) fn dot_bf16(w: &[u8], x: &[u8]) -> f32 {
     #[allow(clippy::cast_possible_truncation)]
     let s = sum as f32;
     s
+}
+
+/// llamafile's `tinyBLAS` per output: one 8-lane FMA accumulator over steps of 8 (a trailing
+/// partial step is not summed: llama.cpp only uses it for `cols % 8 == 0`), then
+/// [`hsum_movehl`].
+#[inline(always)]
+fn tinyblas(n: usize, load: impl Fn(usize) -> (f32, f32)) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for l in (0..n - n % 8).step_by(8) {
+        for (i, a) in acc.iter_mut().enumerate() {
+            let (wv, xv) = load(l + i);
+            *a = wv.mul_add(xv, *a);
+        }
+    }
+    hsum_movehl(acc)
+}
+
+pub(crate) fn dot_f32_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 4).min(x.len() / 4);
+    tinyblas(n, |i| (f32_at(w, 4 * i), f32_at(x, 4 * i)))
+}
+
+pub(crate) fn dot_f16_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 2).min(x.len() / 2);
+    tinyblas(n, |i| (f16_at(w, 2 * i), f16_at(x, 2 * i)))
+}
+
+pub(crate) fn dot_bf16_tinyblas(w: &[u8], x: &[u8]) -> f32 {
+    let n = (w.len() / 2).min(x.len() / 2);
+    tinyblas(n, |i| (bf16_at(w, 2 * i), bf16_at(x, 2 * i)))
 }

@@ -5,13 +5,14 @@
 //! thread-local buffer, so a `matvec` allocates nothing once warm.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use llmstream::gguf::GgmlType;
 use rayon::prelude::*;
 use rayon::ThreadPool;
 
-use super::dot::{kernel, Backend, DotFn};
+use super::dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, Backend, DotFn, Path};
 use super::q8::{activation_bytes, quantize_activations};
 use super::{dequantize, layout, vec_dot_type, QuantError};
 
@@ -48,11 +49,7 @@ impl<'a> QMatrix<'a> {
     pub fn row_bytes(&self) -> usize {
         // `new` checked `rows * row_bytes == data.len()`; recompute from the data so a
         // hand-built value cannot make this disagree with the slice.
-        if self.rows == 0 {
-            0
-        } else {
-            self.data.len() / self.rows
-        }
+        self.data.len().checked_div(self.rows).unwrap_or(0)
     }
 
     /// The bytes of row `r`.
@@ -174,6 +171,65 @@ fn with_scratch<T, R>(
     })
 }
 
+// ------------------------------------------------------------------- llama.cpp code paths
+
+static REPACK: AtomicBool = AtomicBool::new(true);
+
+/// Whether [`matvec`] and [`matmul`] reproduce llama.cpp's repacked kernels for the weights it
+/// repacks (`Q4_0`, `Q4_K` with rows divisible by 8; see
+/// [`llama_cpp_repacks`](super::dot::llama_cpp_repacks)). On by default, like llama.cpp's
+/// CPU_REPACK buffer; turn it off to match a llama.cpp run without repacking
+/// (`--no-repack`, `use_extra_bufts = false`), which uses `ggml_vec_dot` everywhere.
+pub fn set_llama_cpp_repack(enabled: bool) {
+    REPACK.store(enabled, Ordering::Relaxed);
+}
+
+/// How a product is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatOptions {
+    /// Kernel implementation (same bits either way).
+    pub backend: Backend,
+    /// Reproduce llama.cpp's repacked kernels if it would repack this matrix. llama.cpp
+    /// cannot repack a tensor that is also read by `get_rows` (an output matrix tied to
+    /// `token_embd`): pass `false` for such a matrix.
+    pub llama_cpp_repack: bool,
+}
+
+impl Default for MatOptions {
+    /// The detected backend and the global [`set_llama_cpp_repack`] setting.
+    fn default() -> Self {
+        Self {
+            backend: Backend::detect(),
+            llama_cpp_repack: REPACK.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The kernels llama.cpp would use for `w` times a batch of `n` activation rows:
+/// `(single, group, grouped)`, `group` serving activation rows `0..grouped` and `single` the
+/// others. Repacked weights: groups of four through `gemm`, the rest through `gemv`; float
+/// weights in batches: all rows through `tinyBLAS`; everything else: `ggml_vec_dot`.
+fn kernels(
+    w: &QMatrix<'_>,
+    opts: MatOptions,
+    n: usize,
+) -> Result<(DotFn, DotFn, usize), QuantError> {
+    let backend = opts.backend;
+    if opts.llama_cpp_repack && llama_cpp_repacks(w.ty, w.rows) {
+        let grouped = if n > 3 { n - n % 4 } else { 0 };
+        return Ok((
+            kernel_for(w.ty, backend, Path::RepackGemv)?,
+            kernel_for(w.ty, backend, Path::RepackGemm)?,
+            grouped,
+        ));
+    }
+    let vec_dot = kernel_for(w.ty, backend, Path::VecDot)?;
+    if llama_cpp_tinyblas(w.ty, w.rows, w.cols, n) {
+        return Ok((vec_dot, kernel_for(w.ty, backend, Path::Tinyblas)?, n));
+    }
+    Ok((vec_dot, vec_dot, 0))
+}
+
 // ------------------------------------------------------------------------------- products
 
 /// Rows per parallel task: enough tasks for load balance, each big enough to amortize the
@@ -187,7 +243,7 @@ fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
 /// `y[r] = dot(W[r], x)` for one activation vector (`x.len() == w.cols`,
 /// `y.len() == w.rows`), multithreaded over rows, on the fastest backend.
 pub fn matvec(w: &QMatrix<'_>, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
-    matvec_with(Backend::detect(), w, x, y)
+    matvec_opts(w, x, y, MatOptions::default())
 }
 
 /// [`matvec`] on a chosen backend.
@@ -197,6 +253,20 @@ pub fn matvec_with(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<(), QuantError> {
+    let opts = MatOptions {
+        backend,
+        ..MatOptions::default()
+    };
+    matvec_opts(w, x, y, opts)
+}
+
+/// [`matvec`] with explicit options.
+pub fn matvec_opts(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    y: &mut [f32],
+    opts: MatOptions,
+) -> Result<(), QuantError> {
     let rb = w.validate()?;
     if x.len() != w.cols {
         return Err(QuantError::elements("matvec input", w.cols, x.len()));
@@ -205,13 +275,23 @@ pub fn matvec_with(
         return Err(QuantError::elements("matvec output", w.rows, y.len()));
     }
     let vty = vec_dot_type(w.ty)?;
-    let k = kernel(w.ty, backend)?;
+    let (single, _, _) = kernels(w, opts, 1)?;
     let xq_len = activation_bytes(vty, w.cols)?;
     let pool = pool()?;
     with_scratch(&XQ, |xq| {
         xq.resize(xq_len, 0);
         quantize_activations(vty, x, xq)?;
-        run_rows(&pool, k, w.data, rb, xq, xq_len, 1, y);
+        let job = Job {
+            single,
+            group: single,
+            grouped: 0,
+            data: w.data,
+            rb,
+            xq,
+            xq_row: xq_len,
+            n: 1,
+        };
+        job.run(&pool, y);
         Ok(())
     })
 }
@@ -219,7 +299,7 @@ pub fn matvec_with(
 /// `Y (n x rows) = X (n x cols) . W^T` for a batch of `n` activation rows (`x` row-major,
 /// `n * cols`; `y` row-major, `n * rows`). Each activation row is quantized once.
 pub fn matmul(w: &QMatrix<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), QuantError> {
-    matmul_with(Backend::detect(), w, x, n, y)
+    matmul_opts(w, x, n, y, MatOptions::default())
 }
 
 /// [`matmul`] on a chosen backend.
@@ -229,6 +309,21 @@ pub fn matmul_with(
     x: &[f32],
     n: usize,
     y: &mut [f32],
+) -> Result<(), QuantError> {
+    let opts = MatOptions {
+        backend,
+        ..MatOptions::default()
+    };
+    matmul_opts(w, x, n, y, opts)
+}
+
+/// [`matmul`] with explicit options.
+pub fn matmul_opts(
+    w: &QMatrix<'_>,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    opts: MatOptions,
 ) -> Result<(), QuantError> {
     let rb = w.validate()?;
     let x_len = n
@@ -247,10 +342,10 @@ pub fn matmul_with(
         return Ok(());
     }
     if n == 1 {
-        return matvec_with(backend, w, x, y);
+        return matvec_opts(w, x, y, opts);
     }
     let vty = vec_dot_type(w.ty)?;
-    let k = kernel(w.ty, backend)?;
+    let (single, group, grouped) = kernels(w, opts, n)?;
     let xq_row = activation_bytes(vty, w.cols)?;
     let xq_len = n
         .checked_mul(xq_row)
@@ -264,7 +359,17 @@ pub fn matmul_with(
         with_scratch(&YT, |yt| {
             // yt is W.X^T: row r holds the n outputs of weight row r
             yt.resize(y_len, 0.0);
-            run_rows(&pool, k, w.data, rb, xq, xq_row, n, yt);
+            let job = Job {
+                single,
+                group,
+                grouped,
+                data: w.data,
+                rb,
+                xq,
+                xq_row,
+                n,
+            };
+            job.run(&pool, yt);
             for (r, yr) in yt.chunks_exact(n).enumerate() {
                 for (j, &v) in yr.iter().enumerate() {
                     y[j * w.rows + r] = v;
@@ -275,40 +380,54 @@ pub fn matmul_with(
     })
 }
 
-/// `out[r * n + j] = k(row r of data, activation row j of xq)` for all weight rows, in
-/// parallel over chunks of rows.
-#[allow(clippy::too_many_arguments)]
-fn run_rows(
-    pool: &ThreadPool,
-    k: DotFn,
-    data: &[u8],
+/// One product: `out[r * n + j] = kernel(weight row r, activation row j)` for all rows, where
+/// activation rows `j < grouped` use `group` and the others `single`.
+struct Job<'a> {
+    single: DotFn,
+    group: DotFn,
+    grouped: usize,
+    data: &'a [u8],
     rb: usize,
-    xq: &[u8],
+    xq: &'a [u8],
     xq_row: usize,
     n: usize,
-    out: &mut [f32],
-) {
-    let rows = out.len() / n.max(1);
-    let work = |(chunk_i, out_chunk): (usize, &mut [f32]), per_task: usize| {
-        let r0 = chunk_i * per_task;
-        for (i, o) in out_chunk.chunks_exact_mut(n).enumerate() {
+}
+
+impl Job<'_> {
+    /// Rows `r0..` into `out` (`n` outputs per row).
+    fn rows(&self, r0: usize, out: &mut [f32]) {
+        for (i, o) in out.chunks_exact_mut(self.n).enumerate() {
             let r = r0 + i;
-            let wr = &data[r * rb..(r + 1) * rb];
-            for (slot, xr) in o.iter_mut().zip(xq.chunks_exact(xq_row)) {
+            let wr = &self.data[r * self.rb..(r + 1) * self.rb];
+            for (j, (slot, xr)) in o
+                .iter_mut()
+                .zip(self.xq.chunks_exact(self.xq_row))
+                .enumerate()
+            {
+                let k = if j < self.grouped {
+                    self.group
+                } else {
+                    self.single
+                };
                 *slot = k(wr, xr);
             }
         }
-    };
-    let threads = pool.current_num_threads();
-    // Small products are not worth waking the pool for.
-    if threads <= 1 || data.len() < 64 * 1024 {
-        work((0, out), rows.max(1));
-        return;
     }
-    let per_task = rows_per_task(rows, rb, threads);
-    pool.install(|| {
-        out.par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|c| work(c, per_task));
-    });
+
+    /// All rows, in parallel over chunks of rows on `pool`.
+    fn run(&self, pool: &ThreadPool, out: &mut [f32]) {
+        let rows = out.len() / self.n.max(1);
+        let threads = pool.current_num_threads();
+        // Small products are not worth waking the pool for.
+        if threads <= 1 || self.data.len() < 64 * 1024 {
+            self.rows(0, out);
+            return;
+        }
+        let per_task = rows_per_task(rows, self.rb, threads);
+        pool.install(|| {
+            out.par_chunks_mut(per_task * self.n)
+                .enumerate()
+                .for_each(|(c, chunk)| self.rows(c * per_task, chunk));
+        });
+    }
 }

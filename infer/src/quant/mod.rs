@@ -9,12 +9,18 @@
 //! - [`dot`]: fused per-row dot products with integer block sums, bit-identical to ggml's
 //!   AVX2 `ggml_vec_dot_*`, as a scalar reference and run-time selected AVX2 kernels.
 //! - [`QMatrix`], [`matvec`], [`matmul`]: multithreaded products of a GGUF weight matrix with
-//!   activation rows, on a dedicated thread pool ([`set_threads`]).
+//!   activation rows, on a dedicated thread pool ([`set_threads`]). They pick the kernel
+//!   llama.cpp itself would run for the matrix ([`Path`]): `Q4_0`/`Q4_K` matrices with a row
+//!   count divisible by 8 are repacked by llama.cpp and summed in another order
+//!   ([`set_llama_cpp_repack`]), and float weights times batches go through llamafile's
+//!   `tinyBLAS`.
+//! - [`mod@bench`]: `matvec` throughput per weight type.
 //!
 //! Supported weight types: `F32`, `F16`, `BF16`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`,
 //! `Q4_K`, `Q5_K`, `Q6_K` (every one with an AVX2 kernel); `Q8_1` and `Q8_K` are activation
 //! types (dequantizable too). Anything else gives [`QuantError::Unsupported`].
 
+pub mod bench;
 pub mod blocks;
 mod dequant;
 pub mod dot;
@@ -26,10 +32,11 @@ mod simd;
 use llmstream::gguf::GgmlType;
 
 pub use dequant::dequantize;
-pub use dot::{vec_dot, Backend};
+pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backend, Path};
 pub use error::QuantError;
 pub use matmul::{
-    dequantize_row, matmul, matmul_with, matvec, matvec_with, set_threads, threads, QMatrix,
+    dequantize_row, matmul, matmul_opts, matmul_with, matvec, matvec_opts, matvec_with,
+    set_llama_cpp_repack, set_threads, threads, MatOptions, QMatrix,
 };
 pub use q8::{activation_bytes, quantize_activations};
 

@@ -102,16 +102,15 @@ pub fn quantize_activations(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(
                 quantize_block_q8_k(xb, o);
             }
         }
-        _ => unreachable_type(ty)?,
+        // `activation_bytes` above rejected every other type
+        _ => {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "activation quantization",
+            })
+        }
     }
     Ok(())
-}
-
-fn unreachable_type(ty: GgmlType) -> Result<(), QuantError> {
-    Err(QuantError::Unsupported {
-        ty,
-        op: "activation quantization",
-    })
 }
 
 fn f16_bytes(v: f32) -> [u8; 2] {
@@ -235,4 +234,93 @@ fn quantize_block_q8_k(x: &[f32], o: &mut [u8]) {
     }
     let d = 1.0 / iscale;
     o[q8_k::D..q8_k::D + 4].copy_from_slice(&d.to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn q8_0(x: &[f32]) -> Vec<u8> {
+        let mut out = vec![0u8; activation_bytes(GgmlType::Q8_0, x.len()).unwrap()];
+        quantize_activations(GgmlType::Q8_0, x, &mut out).unwrap();
+        out
+    }
+
+    /// With `amax = 127` the multiplier is exactly 1 and every half-integer is a tie: ggml's
+    /// AVX path rounds ties to even (its portable `roundf` reference would round them away
+    /// from zero: 1, 3, -1, -3).
+    #[test]
+    fn q8_0_rounds_ties_to_even_like_ggml_avx() {
+        let mut x = [0.0f32; 32];
+        x[..8].copy_from_slice(&[127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5]);
+        let b = q8_0(&x);
+        assert_eq!(half::f16::from_le_bytes([b[0], b[1]]).to_f32(), 1.0);
+        let q: Vec<i8> = b[2..10].iter().map(|&v| i8::from_ne_bytes([v])).collect();
+        assert_eq!(q, [127, 0, 2, 2, 0, -2, -2, 4]);
+    }
+
+    #[test]
+    fn q8_0_zero_block_and_q8_1_sum() {
+        assert!(q8_0(&[0.0; 32]).iter().all(|&b| b == 0));
+        let x: Vec<f32> = (0..32)
+            .map(|i| f32::from(u8::try_from(i).unwrap()) - 10.0)
+            .collect();
+        let mut out = vec![0u8; 36];
+        quantize_activations(GgmlType::Q8_1, &x, &mut out).unwrap();
+        let d = half::f16::from_le_bytes([out[0], out[1]]).to_f32();
+        let s = half::f16::from_le_bytes([out[2], out[3]]).to_f32();
+        let sum: i32 = out[4..]
+            .iter()
+            .map(|&v| i32::from(i8::from_ne_bytes([v])))
+            .sum();
+        let want = half::f16::from_f32((21.0f32 / 127.0) * int_to_f32(sum)).to_f32();
+        assert_eq!(d, half::f16::from_f32(21.0 / 127.0).to_f32());
+        assert_eq!(s, want);
+    }
+
+    /// Q8_K takes the first element of largest magnitude with its sign: `iscale = -127 / max`
+    /// (so here -1), `d = 1 / iscale`, ties to even, and `bsums` of 16.
+    #[test]
+    fn q8_k_scale_sign_ties_and_bsums() {
+        let mut x = [0.0f32; 256];
+        x[0] = 127.0;
+        x[1] = -127.0; // same magnitude, not first: ignored for the scale
+        x[2] = 2.5;
+        x[3] = -0.5;
+        x[17] = 10.0;
+        let mut out = [0u8; 292];
+        quantize_activations(GgmlType::Q8_K, &x, &mut out).unwrap();
+        let d = f32::from_le_bytes([out[0], out[1], out[2], out[3]]);
+        assert_eq!(d, -1.0);
+        let q = |i: usize| i8::from_ne_bytes([out[4 + i]]);
+        assert_eq!([q(0), q(1), q(2), q(3), q(17)], [-127, 127, -2, 0, -10]);
+        let bs = |g: usize| i16::from_le_bytes([out[260 + 2 * g], out[261 + 2 * g]]);
+        assert_eq!([bs(0), bs(1), bs(2)], [-2, -10, 0]);
+    }
+
+    #[test]
+    fn nearest_int_is_round_half_even() {
+        for i in -4000..4000 {
+            let v = f32::from(i16::try_from(i).unwrap()) / 8.0;
+            let want = v.round_ties_even();
+            assert_eq!(int_to_f32(nearest_int(v)), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn bf16_conversion_matches_half_for_numbers() {
+        for bits in (0..=u32::MAX).step_by(65_521) {
+            let v = f32::from_bits(bits);
+            if v.is_nan() {
+                assert!(half::bf16::from_bits(f32_to_bf16_bits(v)).is_nan());
+            } else {
+                assert_eq!(
+                    f32_to_bf16_bits(v),
+                    half::bf16::from_f32(v).to_bits(),
+                    "{v}"
+                );
+            }
+        }
+    }
 }

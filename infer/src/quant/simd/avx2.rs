@@ -10,13 +10,14 @@
 //! lengths.
 
 use std::arch::x86_64::*;
+use std::sync::OnceLock;
 
 use llmstream::gguf::GgmlType;
 
 use crate::quant::blocks::{
-    k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    f16_bits_to_f32, k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
-use crate::quant::dot::{self, DotFn};
+use crate::quant::dot::{self, DotFn, Path};
 
 /// Whether this CPU has the features every kernel here needs.
 pub(super) fn available() -> bool {
@@ -43,6 +44,20 @@ pub(super) fn kernel(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
+/// The AVX2 kernel reproducing llama.cpp's repacked `path` for weights of type `ty`.
+pub(super) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
+    Some(match (ty, path) {
+        (_, Path::VecDot) => return kernel(ty),
+        (GgmlType::F32, Path::Tinyblas) => dot_f32_tinyblas,
+        (GgmlType::F16, Path::Tinyblas) => dot_f16_tinyblas,
+        (GgmlType::BF16, Path::Tinyblas) => dot_bf16_tinyblas,
+        (GgmlType::Q4_0, Path::RepackGemv | Path::RepackGemm) => dot_q4_0_repack,
+        (GgmlType::Q4_K, Path::RepackGemv) => dot_q4_k_gemv,
+        (GgmlType::Q4_K, Path::RepackGemm) => dot_q4_k_gemm,
+        _ => return None,
+    })
+}
+
 /// A safe wrapper around an `unsafe` kernel `inner(nb, w, x)` that reads `nb` weight blocks of
 /// `$wsize` bytes and `nb` activation blocks of `$xsize` bytes.
 macro_rules! safe_kernel {
@@ -55,7 +70,7 @@ macro_rules! safe_kernel {
             // SAFETY: the CPU has avx2, fma and f16c (checked just above); `w` holds at least
             // `nb * $wsize` bytes and `x` at least `nb * $xsize` bytes, which is all the
             // kernel reads.
-            unsafe { $inner(nb, w.as_ptr(), x.as_ptr()) }
+            unsafe { $inner(f16_table(), nb, w.as_ptr(), x.as_ptr()) }
         }
     };
 }
@@ -65,10 +80,46 @@ safe_kernel!(dot_q4_1, q4_1_q8_1, dot::dot_q4_1, q4_1::SIZE, q8_1::SIZE);
 safe_kernel!(dot_q5_0, q5_0_q8_0, dot::dot_q5_0, q5_0::SIZE, q8_0::SIZE);
 safe_kernel!(dot_q5_1, q5_1_q8_1, dot::dot_q5_1, q5_1::SIZE, q8_1::SIZE);
 safe_kernel!(dot_q8_0, q8_0_q8_0, dot::dot_q8_0, q8_0::SIZE, q8_0::SIZE);
-safe_kernel!(dot_q4_k, q4_k_q8_k, dot::dot_q4_k, q4_k::SIZE, q8_k::SIZE);
+safe_kernel!(
+    dot_q4_k,
+    q4_k_vec_dot,
+    dot::dot_q4_k,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_k_gemv,
+    q4_k_gemv,
+    dot::dot_q4_k_gemv,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_k_gemm,
+    q4_k_gemm,
+    dot::dot_q4_k_gemm,
+    q4_k::SIZE,
+    q8_k::SIZE
+);
+safe_kernel!(
+    dot_q4_0_repack,
+    q4_0_repack,
+    dot::dot_q4_0_repack,
+    q4_0::SIZE,
+    q8_0::SIZE
+);
 safe_kernel!(dot_q5_k, q5_k_q8_k, dot::dot_q5_k, q5_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_q6_k, q6_k_q8_k, dot::dot_q6_k, q6_k::SIZE, q8_k::SIZE);
 safe_kernel!(dot_f32, f32_f32, dot::dot_f32, 4, 4);
+safe_kernel!(dot_f32_tinyblas, f32_tinyblas, dot::dot_f32_tinyblas, 4, 4);
+safe_kernel!(dot_f16_tinyblas, f16_tinyblas, dot::dot_f16_tinyblas, 2, 2);
+safe_kernel!(
+    dot_bf16_tinyblas,
+    bf16_tinyblas,
+    dot::dot_bf16_tinyblas,
+    2,
+    2
+);
 safe_kernel!(dot_f16, f16_f16, dot::dot_f16, 2, 2);
 safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 
@@ -77,19 +128,32 @@ safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 // All helpers are `#[inline]` `unsafe fn`s with the kernels' target features; they are only
 // called from the kernels below, which hold those features.
 
+/// The 65536 `f16` values as `f32`, built once. Scales are converted by table lookup, as
+/// ggml does on x86: converting through `vcvtph2ps` made LLVM insert the half into a dirty
+/// vector register (the accumulator), chaining every block's scale onto the previous block's
+/// FMA, and the exact scalar bit conversion costs a dozen instructions per scale.
+fn f16_table() -> &'static F16Table {
+    static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0.0f32; 1 << 16]);
+        for (v, h) in t.iter_mut().zip(0..=u16::MAX) {
+            *v = f16_bits_to_f32(h);
+        }
+        t
+    })
+}
+
+type F16Table = [f32; 1 << 16];
+
 /// The `f16` at `p` as `f32`.
 ///
 /// # Safety
-/// F16C available; `p..p+2` readable.
+/// `p..p+2` readable.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    // SAFETY: the caller guarantees two readable bytes at `p` and F16C; `[u8; 2]` has
-    // alignment 1.
-    unsafe {
-        let bits = u16::from_le_bytes(p.cast::<[u8; 2]>().read());
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-    }
+unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees two readable bytes at `p`; `[u8; 2]` has alignment 1.
+    let bits = unsafe { u16::from_le_bytes(p.cast::<[u8; 2]>().read()) };
+    t[usize::from(bits)]
 }
 
 /// The `f32` at `p`.
@@ -230,12 +294,37 @@ unsafe fn hsum_hadd(x: __m256) -> f32 {
     }
 }
 
+/// Sum of the eight `i32` lanes (wrapping, as the vector adds; exact for our ranges).
+///
+/// # Safety
+/// AVX2 available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(unused_unsafe)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: register-only intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps`.
+#[inline(always)]
+fn i32_to_f32(v: i32) -> f32 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = v as f32;
+    f
+}
+
 // ------------------------------------------------------------------------ 32-element blocks
 
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_0 blocks, `x` to `nb` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: every pointer below stays inside block `i < nb` of `w` or `x` (offsets checked
     // against the block layouts); the features are guaranteed by the caller.
     unsafe {
@@ -243,7 +332,7 @@ unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q4_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q4_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
             let qy = load256(xb.add(q8_0::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -252,10 +341,35 @@ unsafe fn q4_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
     }
 }
 
+/// llama.cpp's repacked Q4_0 (`ggml_gemv/gemm_q4_0_8x8_q8_0`): one FMA of the exact block sum
+/// per block.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_0 blocks, `x` to `nb` Q8_0 blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_repack(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = 0.0f32;
+        for i in 0..nb {
+            let wb = w.add(i * q4_0::SIZE);
+            let xb = x.add(i * q8_0::SIZE);
+            let d = f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D));
+            let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
+            let qy = load256(xb.add(q8_0::QS));
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+            let isum = hsum_i32(_mm256_madd_epi16(pairs, ones));
+            acc = i32_to_f32(isum).mul_add(d, acc);
+        }
+        acc
+    }
+}
+
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_1 blocks, `x` to `nb` Q8_1 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -263,8 +377,8 @@ unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q4_1::SIZE);
             let xb = x.add(i * q8_1::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q4_1::D)) * f16_at(xb.add(q8_1::D)));
-            summs = f16_at(wb.add(q4_1::M)).mul_add(f16_at(xb.add(q8_1::S)), summs);
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q4_1::D)) * f16_at(t, xb.add(q8_1::D)));
+            summs = f16_at(t, wb.add(q4_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
             let qx = nibbles(wb.add(q4_1::QS));
             let qy = load256(xb.add(q8_1::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc);
@@ -276,14 +390,14 @@ unsafe fn q4_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_0 blocks, `x` to `nb` Q8_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q5_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q5_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q5_0::D)) * f16_at(t, xb.add(q8_0::D)));
             // value = nibble | bit << 4, minus 16: a clear bit sets the byte's top nibble,
             // which makes the byte `nibble - 16` as i8.
             let high = _mm256_andnot_si256(bits_to_bytes(wb.add(q5_0::QH)), _mm256_set1_epi8(-16));
@@ -298,7 +412,7 @@ unsafe fn q5_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_1 blocks, `x` to `nb` Q8_1 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
@@ -306,8 +420,8 @@ unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q5_1::SIZE);
             let xb = x.add(i * q8_1::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q5_1::D)) * f16_at(xb.add(q8_1::D)));
-            summs = f16_at(wb.add(q5_1::M)).mul_add(f16_at(xb.add(q8_1::S)), summs);
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q5_1::D)) * f16_at(t, xb.add(q8_1::D)));
+            summs = f16_at(t, wb.add(q5_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
             let high = _mm256_and_si256(bits_to_bytes(wb.add(q5_1::QH)), _mm256_set1_epi8(16));
             let qx = _mm256_or_si256(nibbles(wb.add(q5_1::QS)), high);
             let qy = load256(xb.add(q8_1::QS));
@@ -320,14 +434,14 @@ unsafe fn q5_1_q8_1(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `nb` Q8_0 blocks each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_q8_0(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: as in `q4_0_q8_0`: all reads inside block `i < nb`.
     unsafe {
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q8_0::SIZE);
             let xb = x.add(i * q8_0::SIZE);
-            let d = _mm256_set1_ps(f16_at(wb.add(q8_0::D)) * f16_at(xb.add(q8_0::D)));
+            let d = _mm256_set1_ps(f16_at(t, wb.add(q8_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = load256(wb.add(q8_0::QS));
             let qy = load256(xb.add(q8_0::QS));
             acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -387,29 +501,76 @@ unsafe fn broadcast_i16(v: __m256i, k: usize) -> __m256i {
     unsafe { _mm256_shuffle_epi8(v, _mm256_set1_epi16(ctrl)) }
 }
 
+/// `ggml_vec_dot_q4_K_q8_K`.
+///
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q4_k_vec_dot(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_VEC_DOT }>(t, nb, w, x) }
+}
+
+/// llama.cpp's repacked `ggml_gemv_q4_K_8x8_q8_K`.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemv(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_GEMV }>(t, nb, w, x) }
+}
+
+/// llama.cpp's repacked `ggml_gemm_q4_K_8x8_q8_K`.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_gemm(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract.
+    unsafe { q4_k_q8_k::<{ Q4K_GEMM }>(t, nb, w, x) }
+}
+
+const Q4K_VEC_DOT: u8 = 0;
+const Q4K_GEMV: u8 = 1;
+const Q4K_GEMM: u8 = 2;
+
+/// Q4_K x Q8_K with the float accumulation of `MODE`: `ggml_vec_dot` (eight lanes, mins
+/// folded in with `-dmin`), repacked `gemv` (one FMA of the exact super-block sum) or
+/// repacked `gemm` (one FMA per pair of sub-blocks); the repacked ones keep the mins in a
+/// second accumulator subtracted at the end.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` points to `nb` Q4_K blocks, `x` to `nb` Q8_K blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_q8_k<const MODE: u8>(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (144 bytes) or `x` (292 bytes): the
     // offsets below are those of the block layouts and every load stays inside its field.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
+        let (mut acc_s, mut acc_ms) = (0.0f32, 0.0f32);
         for i in 0..nb {
             let wb = w.add(i * q4_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
-            let d = yd * f16_at(wb.add(q4_k::D));
-            let dmin = -yd * f16_at(wb.add(q4_k::DMIN));
+            let d = yd * f16_at(t, wb.add(q4_k::D));
+            let dmin_w = f16_at(t, wb.add(q4_k::DMIN));
             let ms = k4_scales_mins_16(wb.add(q4_k::SCALES));
             let prod = k_min_products(xb.add(q8_k::BSUMS), ms);
-            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+            let mut mins = [0i32; 4];
+            if MODE == Q4K_VEC_DOT {
+                let dmin = -yd * dmin_w;
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+            } else {
+                _mm_storeu_si128(mins.as_mut_ptr().cast::<__m128i>(), prod);
+            }
             let sc = _mm256_castsi256_si128(ms);
             let scales = _mm256_set_m128i(sc, sc);
             let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
+            for (j, &min_j) in mins.iter().enumerate() {
                 let q4 = load256(wb.add(q4_k::QS + 32 * j));
                 let lo = _mm256_and_si256(q4, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
@@ -421,20 +582,43 @@ unsafe fn q4_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
                     broadcast_i16(scales, 2 * j + 1),
                     _mm256_maddubs_epi16(hi, y_hi),
                 );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p_lo, p_hi));
+                let pair = _mm256_add_epi32(p_lo, p_hi);
+                if MODE == Q4K_GEMM {
+                    // d and dmin as `d_w * d_x`, in the order ggml multiplies them
+                    let dm = f16_at(t, wb.add(q4_k::D)) * yd;
+                    acc_s = i32_to_f32(hsum_i32(pair)).mul_add(dm, acc_s);
+                    acc_ms = i32_to_f32(min_j).mul_add(dmin_w * yd, acc_ms);
+                } else {
+                    sumi = _mm256_add_epi32(sumi, pair);
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            match MODE {
+                Q4K_VEC_DOT => {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                }
+                Q4K_GEMV => {
+                    let dm = f16_at(t, wb.add(q4_k::D)) * yd;
+                    acc_s = i32_to_f32(hsum_i32(sumi)).mul_add(dm, acc_s);
+                    let msum = mins[0] + mins[1] + mins[2] + mins[3];
+                    acc_ms = i32_to_f32(msum).mul_add(dmin_w * yd, acc_ms);
+                }
+                _ => {}
+            }
         }
-        let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum_movehl(acc) + _mm_cvtss_f32(m)
+        if MODE == Q4K_VEC_DOT {
+            let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            hsum_movehl(acc) + _mm_cvtss_f32(m)
+        } else {
+            acc_s - acc_ms
+        }
     }
 }
 
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q5_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q5_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (176 bytes) or `x` (292 bytes).
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -445,8 +629,8 @@ unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
             let wb = w.add(i * q5_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
-            let d = yd * f16_at(wb.add(q5_k::D));
-            let dmin = -yd * f16_at(wb.add(q5_k::DMIN));
+            let d = yd * f16_at(t, wb.add(q5_k::D));
+            let dmin = -yd * f16_at(t, wb.add(q5_k::DMIN));
             let ms = k4_scales_mins_16(wb.add(q5_k::SCALES));
             let prod = k_min_products(xb.add(q8_k::BSUMS), ms);
             let mut p = [0i32; 4];
@@ -489,7 +673,7 @@ unsafe fn q5_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` points to `nb` Q6_K blocks, `x` to `nb` Q8_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn q6_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: all reads inside block `i < nb` of `w` (210 bytes) or `x` (292 bytes).
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -498,7 +682,7 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
         for i in 0..nb {
             let wb = w.add(i * q6_k::SIZE);
             let xb = x.add(i * q8_k::SIZE);
-            let d = f32_at(xb.add(q8_k::D)) * f16_at(wb.add(q6_k::D));
+            let d = f32_at(xb.add(q8_k::D)) * f16_at(t, wb.add(q6_k::D));
             let scales = load128(wb.add(q6_k::SCALES));
             // the -32 offset: 32 * (bsums[2k] * sc[2k] + bsums[2k+1] * sc[2k+1]) per lane
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(
@@ -548,7 +732,7 @@ unsafe fn q6_k_q8_k(nb: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `f32` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f32_f32(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn f32_f32(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `4 i`; every load below covers
     // elements `< np <= n` (vector part) or `< n` (tail).
     unsafe {
@@ -573,7 +757,7 @@ unsafe fn f32_f32(n: usize, w: *const u8, x: *const u8) -> f32 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `f16` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_f16(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn f16_f16(t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `2 i`; loads cover elements `< n`.
     unsafe {
         let np = n & !31;
@@ -588,7 +772,7 @@ unsafe fn f16_f16(n: usize, w: *const u8, x: *const u8) -> f32 {
         let r = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
         let mut sum = f64::from(hsum_hadd(r));
         for i in np..n {
-            sum += f64::from(f16_at(w.add(2 * i)) * f16_at(x.add(2 * i)));
+            sum += f64::from(f16_at(t, w.add(2 * i)) * f16_at(t, x.add(2 * i)));
         }
         // ggml accumulates in double and stores the float.
         #[allow(clippy::cast_possible_truncation)]
@@ -611,7 +795,7 @@ unsafe fn load_bf16x8(p: *const u8) -> __m256 {
 /// # Safety
 /// avx2, fma and f16c available; `w` and `x` point to `n` `bf16` each.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bf16_bf16(n: usize, w: *const u8, x: *const u8) -> f32 {
+unsafe fn bf16_bf16(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: element `i < n` of either row is at byte `2 i`; loads cover elements `< n`.
     unsafe {
         let np = n & !31;
@@ -638,4 +822,81 @@ unsafe fn bf16_bf16(n: usize, w: *const u8, x: *const u8) -> f32 {
         let out = sum as f32;
         out
     }
+}
+
+/// llamafile's `tinyBLAS` per output: one 8-lane FMA accumulator over whole steps of 8.
+///
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` elements each of the size
+/// `load` reads (8 elements per call at element offset `l`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tinyblas(
+    n: usize,
+    w: *const u8,
+    x: *const u8,
+    load: unsafe fn(*const u8, usize) -> __m256,
+) -> f32 {
+    // SAFETY: `load(p, l)` reads elements `l..l+8 <= n` of the row at `p`.
+    unsafe {
+        let mut acc = _mm256_setzero_ps();
+        for l in (0..n - n % 8).step_by(8) {
+            acc = _mm256_fmadd_ps(load(w, l), load(x, l), acc);
+        }
+        hsum_movehl(acc)
+    }
+}
+
+/// Eight `f32` at element `l`.
+///
+/// # Safety
+/// AVX available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32x8(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 32 readable bytes at `p + 4 l`.
+    unsafe { _mm256_loadu_ps(p.add(4 * l).cast::<f32>()) }
+}
+
+/// Eight `f16` at element `l`, widened.
+///
+/// # Safety
+/// F16C available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16x8(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 16 readable bytes at `p + 2 l`.
+    unsafe { _mm256_cvtph_ps(load128(p.add(2 * l))) }
+}
+
+/// Eight `bf16` at element `l`, widened.
+///
+/// # Safety
+/// AVX2 available; elements `l..l+8` readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16x8_at(p: *const u8, l: usize) -> __m256 {
+    // SAFETY: the caller guarantees 16 readable bytes at `p + 2 l`.
+    unsafe { load_bf16x8(p.add(2 * l)) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `f32` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_f32x8) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `f16` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_f16x8) }
+}
+
+/// # Safety
+/// avx2, fma and f16c available; `w` and `x` point to `n` `bf16` each.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bf16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
+    // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
+    unsafe { tinyblas(n, w, x, load_bf16x8_at) }
 }

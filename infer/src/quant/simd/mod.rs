@@ -7,7 +7,7 @@
 
 use llmstream::gguf::GgmlType;
 
-use super::dot::DotFn;
+use super::dot::{DotFn, Path};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -36,6 +36,22 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = ty;
+        None
+    }
+}
+
+/// The AVX2 kernel reproducing llama.cpp's repacked `path` for weights of type `ty`.
+pub(crate) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() {
+            return avx2::repack_kernel(ty, path);
+        }
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, path);
         None
     }
 }
