@@ -10,8 +10,9 @@ llama-cpp-python; chat prompts come from Python jinja2 set up the way Hugging Fa
     python3 scripts/gen_tokenizer_fixtures.py [--models DIR] [--out infer/tests/fixtures]
 
 Writes tokenizer_smollm2.json, tokenizer_qwen2.json (when the Qwen model is cached),
-tokenizer_spm.json and the two small SentencePiece-vocabulary GGUF files spm_*.gguf that the SPM
-tests load (llama.cpp tokenizes with them, so their ids are real llama.cpp ids too).
+tokenizer_spm.json with the two small SentencePiece-vocabulary GGUF files spm_*.gguf that the SPM
+tests load (llama.cpp tokenizes with them, so their ids are real llama.cpp ids too), and
+tokenizer_pretok.json: SmolLM2's vocabulary under other pre-tokenizers (llama-bpe, gpt-2, ...).
 """
 
 import argparse
@@ -19,6 +20,7 @@ import ctypes
 import json
 import os
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -327,7 +329,10 @@ def chat_cases(env, template, bos, eos, model):
         if "tools" in case:
             ctx["tools"] = case["tools"]
         rendered = env.from_string(template).render(**ctx)
-        entry = {k: v for k, v in case.items() if k != "only"}
+        entry = {k: v for k, v in case.items() if k not in ("only", "tools")}
+        if "tools" in case:
+            # As text, so that readers keep the key order the template prints.
+            entry["tools_json"] = json.dumps(case["tools"], ensure_ascii=False)
         entry["expected"] = rendered
         out.append(entry)
     return out
@@ -485,6 +490,155 @@ def spm_fixture(out):
     return result
 
 
+# Pre-tokenizers without a model here: llama.cpp tokenizes with SmolLM2's vocabulary and merges
+# under another `tokenizer.ggml.pre`; the tests build the same spec from SmolLM2's GGUF.
+PRETOK_VARIANTS = ["llama-bpe", "gpt-2", None, "starcoder", "qwen2"]
+
+
+def write_bpe_gguf(path, source, pre):
+    fields = source.fields
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(4)
+    w.add_tokenizer_model("gpt2")
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(fields["tokenizer.ggml.tokens"].contents())
+    w.add_token_types(fields["tokenizer.ggml.token_type"].contents())
+    w.add_token_merges(fields["tokenizer.ggml.merges"].contents())
+    w.add_bos_token_id(fields["tokenizer.ggml.bos_token_id"].contents())
+    w.add_eos_token_id(fields["tokenizer.ggml.eos_token_id"].contents())
+    w.add_add_bos_token(fields["tokenizer.ggml.add_bos_token"].contents())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def pretok_fixture(smollm2_path, scratch):
+    source = gguf.GGUFReader(str(smollm2_path))
+    result = {
+        "generator": f"llama-cpp-python {llama_cpp.__version__}",
+        "vocabulary_of": smollm2_path.name,
+        "variants": [],
+    }
+    for pre in PRETOK_VARIANTS:
+        path = scratch / "pretok.gguf"
+        write_bpe_gguf(path, source, pre)
+        vocab = Vocab(path)
+        result["variants"].append({"pre": pre, **vocab.special_ids(), "cases": token_cases(vocab, COMMON_CASES)})
+        del vocab
+        path.unlink()
+    return result
+
+
+# Pre-tokenization probes: a vocabulary holding every substring of every probe (byte-level
+# encoded), with a merge for every split of every token, turns each pre-tokenized word into
+# exactly one token, so llama.cpp's ids show its word boundaries. The tests build the same
+# vocabulary (256 byte chars, then the longer substrings by length, then text).
+PROBES = [
+    "1234567",
+    "x=12345678",
+    " 123 4567",
+    "DON'T I'M",
+    "it's 'RE 'll",
+    "'s'S'd'LL",
+    "a  b",
+    "a \n b",
+    "a\n\n  b",
+    "a\r\n\tb \r",
+    "  !! x",
+    "hi!! $5 ",
+    "x  \n",
+    "\u00e9\u0301\u00f1 \u0661\u0662\u0663",
+    "\u65e5\u672c \u8a9e",
+    "\U0001F600 \U0001F44D\U0001F3FD",
+    "a\u00a0 b\u3000c",
+    "\tx\t\ty",
+    "$+<=>^~|`",
+    "12.5%,x",
+    "a1b22c333",
+    "\x1f \x1c\u2028x",
+]
+
+
+def byte_encoder():
+    table = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out = {}
+    extra = 0
+    for b in range(256):
+        if b in table:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return out
+
+
+def probe_vocabulary():
+    enc = byte_encoder()
+    base = [enc[b] for b in range(256)]
+    longer = set()
+    for probe in PROBES:
+        e = "".join(enc[b] for b in probe.encode("utf-8"))
+        for i in range(len(e)):
+            for j in range(i + 2, len(e) + 1):
+                longer.add(e[i:j])
+    tokens = base + sorted(longer, key=lambda t: (len(t), t))
+    merges = [f"{t[:k]} {t[k:]}" for t in tokens[256:] for k in range(1, len(t))]
+    return tokens, merges
+
+
+def write_probe_gguf(path, pre):
+    tokens, merges = probe_vocabulary()
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_block_count(1)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(4)
+    w.add_tokenizer_model("gpt2")
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    w.add_add_bos_token(False)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def probe_fixture(scratch):
+    tokens, merges = probe_vocabulary()
+    result = {
+        "generator": f"llama-cpp-python {llama_cpp.__version__}",
+        "probes": PROBES,
+        "vocab_size": len(tokens),
+        "merges": len(merges),
+        "variants": [],
+    }
+    for pre in PRETOK_VARIANTS:
+        path = scratch / "probe.gguf"
+        write_probe_gguf(path, pre)
+        vocab = Vocab(path)
+        words = [[tokens[i] for i in vocab.tokenize(p, False, False)] for p in PROBES]
+        ids = [vocab.tokenize(p, False, False) for p in PROBES]
+        result["variants"].append({"pre": pre, "ids": ids, "words_byte_encoded": words})
+        del vocab
+        path.unlink()
+    return result
+
+
 def dump(path, data):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1)
@@ -506,6 +660,12 @@ def main():
             continue
         dump(args.out / f"tokenizer_{name}.json", model_fixture(name, path))
     dump(args.out / "tokenizer_spm.json", spm_fixture(args.out))
+    smollm2 = args.models / MODELS["smollm2"]
+    if smollm2.is_file():
+        with tempfile.TemporaryDirectory() as scratch:
+            dump(args.out / "tokenizer_pretok.json", pretok_fixture(smollm2, Path(scratch)))
+    with tempfile.TemporaryDirectory() as scratch:
+        dump(args.out / "tokenizer_probe.json", probe_fixture(Path(scratch)))
 
 
 if __name__ == "__main__":
