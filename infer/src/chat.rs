@@ -99,10 +99,14 @@ impl ChatTemplate {
 
     /// The template of a tokenizer's model, with its BOS and EOS texts.
     pub fn for_tokenizer(tokenizer: &Tokenizer) -> Result<Self, ChatTemplateError> {
-        let source = tokenizer.chat_template().ok_or(ChatTemplateError::Missing)?;
+        let source = tokenizer
+            .chat_template()
+            .ok_or(ChatTemplateError::Missing)?;
         let text = |id: Option<u32>| {
-            id.map(|id| String::from_utf8_lossy(&tokenizer.token_to_piece_with(id, true)).into_owned())
-                .unwrap_or_default()
+            id.map(|id| {
+                String::from_utf8_lossy(&tokenizer.token_to_piece_with(id, true)).into_owned()
+            })
+            .unwrap_or_default()
         };
         Self::new(source, &text(tokenizer.bos()), &text(tokenizer.eos()))
     }
@@ -174,7 +178,10 @@ mod tests {
                       {% endfor %}{% if add_generation_prompt %}{{ bos_token }}{% endif %}";
         let t = ChatTemplate::new(source, "<s>", "</s>").unwrap();
         let out = t
-            .apply(&[ChatMessage::user("  hi  "), ChatMessage::assistant("yo")], true)
+            .apply(
+                &[ChatMessage::user("  hi  "), ChatMessage::assistant("yo")],
+                true,
+            )
             .unwrap();
         assert_eq!(out, "USER:hi\nASSISTANT:yo\n<s>");
     }
@@ -203,7 +210,8 @@ mod tests {
         ));
         let t = ChatTemplate::new("{{ tools | tojson }}", "", "").unwrap();
         assert_eq!(
-            t.apply_with_tools(&[], r#"[{"b": 1, "a": [true, null]}]"#, false).unwrap(),
+            t.apply_with_tools(&[], r#"[{"b": 1, "a": [true, null]}]"#, false)
+                .unwrap(),
             r#"[{"b": 1, "a": [true, null]}]"#
         );
         assert!(matches!(

@@ -29,7 +29,9 @@ fn find_model(file: &str) -> Option<PathBuf> {
         .unwrap_or_else(|| repo.join("../shared"));
     let cache = std::env::var_os("LLMSTREAM_MODELS")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmstream/models")));
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/llmstream/models"))
+        });
     [Some(shared.join("models")), cache]
         .into_iter()
         .flatten()
@@ -188,7 +190,10 @@ fn check_cases(tok: &Tokenizer, cases: &[Case]) -> Vec<String> {
         let text = &case.text;
         let ids = tok.encode(text, true, false).unwrap();
         if ids != case.ids {
-            failures.push(format!("encode {text:?}: got {ids:?}, llama.cpp {:?}", case.ids));
+            failures.push(format!(
+                "encode {text:?}: got {ids:?}, llama.cpp {:?}",
+                case.ids
+            ));
         }
         let ids_special = tok.encode(text, true, true).unwrap();
         if ids_special != case.ids_special {
@@ -223,7 +228,11 @@ fn check_cases(tok: &Tokenizer, cases: &[Case]) -> Vec<String> {
         let mut stream = StreamDecoder::new(tok);
         let mut streamed: String = case.ids.iter().map(|&id| stream.push(id)).collect();
         streamed.push_str(&stream.finish());
-        let pieces: Vec<u8> = case.ids.iter().flat_map(|&id| tok.token_to_piece(id)).collect();
+        let pieces: Vec<u8> = case
+            .ids
+            .iter()
+            .flat_map(|&id| tok.token_to_piece(id))
+            .collect();
         if streamed != String::from_utf8_lossy(&pieces) {
             failures.push(format!("stream {text:?}: got {streamed:?}"));
         }
@@ -267,11 +276,21 @@ fn check_model(file: &str, fixture: &str) {
     assert_eq!(tok.vocab_size(), fx.vocab_size);
     assert_eq!((tok.bos(), tok.eos()), (fx.bos, fx.eos));
     assert_eq!((tok.add_bos(), tok.add_eos()), (fx.add_bos, fx.add_eos));
-    assert_eq!(tok.eog_ids().collect::<Vec<_>>(), fx.eog, "end-of-generation ids");
+    assert_eq!(
+        tok.eog_ids().collect::<Vec<_>>(),
+        fx.eog,
+        "end-of-generation ids"
+    );
     for &id in &fx.eog {
         assert!(tok.is_eog(id));
     }
-    assert_eq!(piece_hashes(&tok, fx.piece_block, false), fx.piece_hashes, "token pieces");
+    // ChatML's end of turn (llama.cpp picks it or <|endoftext|> by hash order).
+    assert_eq!(tok.eot(), tok.token_id("<|im_end|>"));
+    assert_eq!(
+        piece_hashes(&tok, fx.piece_block, false),
+        fx.piece_hashes,
+        "token pieces"
+    );
     assert_eq!(
         piece_hashes(&tok, fx.piece_block, true),
         fx.piece_hashes_special,
@@ -279,7 +298,12 @@ fn check_model(file: &str, fixture: &str) {
     );
     assert!(fx.cases.len() >= 40);
     let failures = check_cases(&tok, &fx.cases);
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     let template = ChatTemplate::for_tokenizer(&tok).unwrap();
     for case in &fx.chat {
@@ -292,7 +316,9 @@ fn check_model(file: &str, fixture: &str) {
             Some(tools) => template
                 .apply_with_tools(&messages, tools, case.add_generation_prompt)
                 .unwrap(),
-            None => template.apply(&messages, case.add_generation_prompt).unwrap(),
+            None => template
+                .apply(&messages, case.add_generation_prompt)
+                .unwrap(),
         };
         assert_eq!(rendered, case.expected, "chat case {}", case.name);
     }
@@ -341,7 +367,12 @@ fn other_pre_tokenizers_match_llama_cpp() {
             failures.push(format!("[{:?}] {line}", variant.pre));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[derive(Deserialize)]
@@ -377,14 +408,33 @@ fn spm_matches_llama_cpp() {
         assert_eq!(tok.model(), TokenizerModel::Spm);
         assert_eq!(tok.vocab_size(), variant.vocab_size, "{name}");
         assert_eq!((tok.bos(), tok.eos()), (variant.bos, variant.eos), "{name}");
-        assert_eq!((tok.add_bos(), tok.add_eos()), (variant.add_bos, variant.add_eos), "{name}");
+        assert_eq!(
+            (tok.add_bos(), tok.add_eos()),
+            (variant.add_bos, variant.add_eos),
+            "{name}"
+        );
         assert_eq!(tok.eog_ids().collect::<Vec<_>>(), variant.eog, "{name}");
-        for (id, (plain, special)) in (0u32..).zip(variant.pieces_hex.iter().zip(&variant.pieces_special_hex)) {
-            assert_eq!(hex(&tok.token_to_piece(id)), *plain, "{name}: piece of {id}");
-            assert_eq!(hex(&tok.token_to_piece_with(id, true)), *special, "{name}: special piece of {id}");
+        for (id, (plain, special)) in
+            (0u32..).zip(variant.pieces_hex.iter().zip(&variant.pieces_special_hex))
+        {
+            assert_eq!(
+                hex(&tok.token_to_piece(id)),
+                *plain,
+                "{name}: piece of {id}"
+            );
+            assert_eq!(
+                hex(&tok.token_to_piece_with(id, true)),
+                *special,
+                "{name}: special piece of {id}"
+            );
         }
         let failures = check_cases(&tok, &variant.cases);
-        assert!(failures.is_empty(), "{name}: {} mismatches:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{name}: {} mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }
 
@@ -413,7 +463,10 @@ fn stream_decoder_on_real_vocabulary() {
     assert!(ids.len() > pieces.len(), "no token held back: {ids:?}");
     let im_end = tok.token_id("<|im_end|>").unwrap();
     assert_eq!(StreamDecoder::new(&tok).push(im_end), "");
-    assert_eq!(StreamDecoder::with_special(&tok, true).push(im_end), "<|im_end|>");
+    assert_eq!(
+        StreamDecoder::with_special(&tok, true).push(im_end),
+        "<|im_end|>"
+    );
     assert!(tok.is_eog(im_end));
 }
 
@@ -469,8 +522,13 @@ fn pre_tokenizer_word_boundaries_match_llama_cpp() {
         .iter()
         .flat_map(|t| {
             let cs: Vec<char> = t.chars().collect();
-            (1..cs.len())
-                .map(move |k| format!("{} {}", cs[..k].iter().collect::<String>(), cs[k..].iter().collect::<String>()))
+            (1..cs.len()).map(move |k| {
+                format!(
+                    "{} {}",
+                    cs[..k].iter().collect::<String>(),
+                    cs[k..].iter().collect::<String>()
+                )
+            })
         })
         .collect();
     assert_eq!((tokens.len(), merges.len()), (fx.vocab_size, fx.merges));
@@ -500,5 +558,10 @@ fn pre_tokenizer_word_boundaries_match_llama_cpp() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

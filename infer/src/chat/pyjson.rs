@@ -49,7 +49,9 @@ impl JsonWriter {
     fn value(&mut self, v: &Value, depth: usize) -> Result<(), Error> {
         match v.kind() {
             ValueKind::Undefined | ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self.out.push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Bool => self
+                .out
+                .push_str(if v.is_true() { "true" } else { "false" }),
             ValueKind::Number if v.is_integer() => {
                 let _ = write!(self.out, "{v}");
             }
@@ -173,7 +175,11 @@ fn py_float(f: f64) -> String {
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     if !(-4..16).contains(&exp) {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{first}{frac}e{esign}{:02}", exp.unsigned_abs());
     }
@@ -205,24 +211,36 @@ mod tests {
     #[test]
     fn matches_python_json_dumps() {
         assert_eq!(
-            dumps(r#"{"z": [1, 2.5, "é<&>'\n"], "a": {}, "b": [], "c": null}"#, &[]),
+            dumps(
+                r#"{"z": [1, 2.5, "é<&>'\n"], "a": {}, "b": [], "c": null}"#,
+                &[]
+            ),
             r#"{"z": [1, 2.5, "é<&>'\n"], "a": {}, "b": [], "c": null}"#
         );
         assert_eq!(
-            dumps(r#"{"b": [1, {"x": true}], "a": "😀"}"#, &[("indent", Value::from(2))]),
+            dumps(
+                r#"{"b": [1, {"x": true}], "a": "😀"}"#,
+                &[("indent", Value::from(2))]
+            ),
             "{\n  \"b\": [\n    1,\n    {\n      \"x\": true\n    }\n  ],\n  \"a\": \"😀\"\n}"
         );
         assert_eq!(
             dumps(
                 r#"{"b": 1, "a": "😀é"}"#,
-                &[("sort_keys", Value::from(true)), ("ensure_ascii", Value::from(true))]
+                &[
+                    ("sort_keys", Value::from(true)),
+                    ("ensure_ascii", Value::from(true))
+                ]
             ),
             r#"{"a": "\ud83d\ude00\u00e9", "b": 1}"#
         );
         assert_eq!(
             dumps(
                 "[1, 2]",
-                &[("separators", Value::from(vec![Value::from(","), Value::from(":")]))]
+                &[(
+                    "separators",
+                    Value::from(vec![Value::from(","), Value::from(":")])
+                )]
             ),
             "[1,2]"
         );

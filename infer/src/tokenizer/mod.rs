@@ -201,7 +201,8 @@ mod names {
         "[e~[",
     ];
     /// gpt-oss tokens that are always rendered.
-    pub const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+    pub const ALWAYS_RENDERED: &[&str] =
+        &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 }
 
 /// A tokenizer that reproduces llama.cpp's `llama_tokenize` and `llama_detokenize`.
@@ -234,29 +235,36 @@ impl Tokenizer {
             chat_template,
             ..
         } = spec;
-        let (model, mut ids, add_bos_default, add_space_prefix_default, clean_spaces) =
-            match model.as_str() {
-                "gpt2" => {
-                    let pre = PreConfig::for_name(pre.as_deref())?;
-                    let merges = Merges::new(merges.as_deref().ok_or(TokenizerError::MissingMerges)?);
-                    let ids = SpecialIds {
-                        bos: Some(11),
-                        eos: Some(11),
-                        ..SpecialIds::default()
-                    };
-                    (Model::Bpe { merges, pre }, ids, pre.add_bos, false, pre.clean_spaces)
-                }
-                "llama" => {
-                    let ids = SpecialIds {
-                        bos: Some(1),
-                        eos: Some(2),
-                        unk: Some(0),
-                        ..SpecialIds::default()
-                    };
-                    (Model::Spm, ids, true, true, false)
-                }
-                other => return Err(TokenizerError::UnsupportedModel(other.to_owned())),
-            };
+        let (model, mut ids, add_bos_default, add_space_prefix_default, clean_spaces) = match model
+            .as_str()
+        {
+            "gpt2" => {
+                let pre = PreConfig::for_name(pre.as_deref())?;
+                let merges = Merges::new(merges.as_deref().ok_or(TokenizerError::MissingMerges)?);
+                let ids = SpecialIds {
+                    bos: Some(11),
+                    eos: Some(11),
+                    ..SpecialIds::default()
+                };
+                (
+                    Model::Bpe { merges, pre },
+                    ids,
+                    pre.add_bos,
+                    false,
+                    pre.clean_spaces,
+                )
+            }
+            "llama" => {
+                let ids = SpecialIds {
+                    bos: Some(1),
+                    eos: Some(2),
+                    unk: Some(0),
+                    ..SpecialIds::default()
+                };
+                (Model::Spm, ids, true, true, false)
+            }
+            other => return Err(TokenizerError::UnsupportedModel(other.to_owned())),
+        };
         let mut vocab = Vocab::new(tokens, scores.as_deref(), token_types.as_deref())?;
         let n = vocab.len();
         let in_range = |id: Option<u32>| id.filter(|&i| usize::try_from(i).is_ok_and(|i| i < n));
@@ -282,7 +290,11 @@ impl Tokenizer {
             match (value, in_range(value)) {
                 (_, Some(id)) => *slot = Some(id),
                 (Some(bad), None) => {
-                    tracing::warn!(id = bad, vocab = n, "special token id out of range, ignored");
+                    tracing::warn!(
+                        id = bad,
+                        vocab = n,
+                        "special token id out of range, ignored"
+                    );
                 }
                 (None, None) => {}
             }
@@ -366,7 +378,13 @@ impl Tokenizer {
                             if self.add_space_prefix && after_special {
                                 escaped.push(spm::SPACE_MARKER);
                             }
-                            escaped.extend(t.chars().map(|c| if c == ' ' { spm::SPACE_MARKER } else { c }));
+                            escaped.extend(t.chars().map(|c| {
+                                if c == ' ' {
+                                    spm::SPACE_MARKER
+                                } else {
+                                    c
+                                }
+                            }));
                             spm::encode(&self.vocab, &escaped, &mut out)?;
                             after_special = false;
                         }
@@ -560,8 +578,9 @@ impl Tokenizer {
 }
 
 /// Resolves EOT, EOM and fill-in-the-middle tokens the metadata leaves out by their text, marks
-/// control-looking tokens as control, and returns the end-of-generation set; as llama.cpp's
-/// loader does (which scans in hash order: here the lowest id wins).
+/// control-looking tokens as control, and returns the end-of-generation set, as llama.cpp's
+/// loader does. Where a vocabulary has several candidates (`<|im_end|>` and `<|endoftext|>`),
+/// llama.cpp takes the first its hash map yields; here the first of its list of names wins.
 fn detect_special_tokens(vocab: &mut Vocab, ids: &mut SpecialIds) -> BTreeSet<u32> {
     let mut forced_control = Vec::new();
     {
@@ -579,10 +598,7 @@ fn detect_special_tokens(vocab: &mut Vocab, ids: &mut SpecialIds) -> BTreeSet<u3
             if slot.is_some() {
                 continue;
             }
-            if let Some((id, _)) = vocab
-                .iter()
-                .find(|(_, t)| names.contains(&t.text.as_str()))
-            {
+            if let Some(id) = names.iter().find_map(|name| vocab.id(name)) {
                 *slot = Some(id);
                 forced_control.push(id);
             }
@@ -717,14 +733,26 @@ mod tests {
     fn clean_up_matches_llama_cpp() {
         assert_eq!(cleaned("Hello , world !"), "Hello, world!");
         assert_eq!(cleaned("rock ' n"), "rock'n");
-        assert_eq!(cleaned("it 's I 'm we 're they 've I 'll he 'd don 't"), "it's I'm we're they've I 'll he 'd don 't");
+        assert_eq!(
+            cleaned("it 's I 'm we 're they 've I 'll he 'd don 't"),
+            "it's I'm we're they've I 'll he 'd don 't"
+        );
         assert_eq!(cleaned(""), "");
         assert_eq!(cleaned(" ."), ".");
         assert_eq!(cleaned("a  ."), "a .");
     }
 
     fn bpe_spec() -> TokenizerSpec {
-        let tokens = ["a", "b", "ab", "Ġ", "Ġab", "<|end|>", "<tool>", "<|im_end|>"];
+        let tokens = [
+            "a",
+            "b",
+            "ab",
+            "Ġ",
+            "Ġab",
+            "<|end|>",
+            "<tool>",
+            "<|im_end|>",
+        ];
         TokenizerSpec {
             model: "gpt2".into(),
             pre: Some("gpt-2".into()),
@@ -748,7 +776,8 @@ mod tests {
         // <|im_end|> is found by its text: end-of-generation, and made a control token.
         assert!(t.is_eog(7) && t.is_eog(5) && !t.is_eog(2));
         assert!(t.token_attr(7).intersects(TokenAttr::CONTROL));
-        assert_eq!(t.eot(), Some(5));
+        // Both <|end|> and <|im_end|> are end-of-turn names; the earlier in llama.cpp's list wins.
+        assert_eq!(t.eot(), Some(7));
         assert_eq!(t.token_to_piece(4), b" ab");
         assert!(t.token_to_piece(99).is_empty());
     }
@@ -757,14 +786,23 @@ mod tests {
     fn rejects_bad_specs() {
         let mut spec = bpe_spec();
         spec.merges = None;
-        assert_eq!(Tokenizer::new(spec).err(), Some(TokenizerError::MissingMerges));
+        assert_eq!(
+            Tokenizer::new(spec).err(),
+            Some(TokenizerError::MissingMerges)
+        );
         let mut spec = bpe_spec();
         spec.model = "t5".into();
-        assert!(matches!(Tokenizer::new(spec), Err(TokenizerError::UnsupportedModel(_))));
+        assert!(matches!(
+            Tokenizer::new(spec),
+            Err(TokenizerError::UnsupportedModel(_))
+        ));
         let mut spec = bpe_spec();
         spec.add_bos = Some(true);
         spec.bos = Some(100);
         // The default BOS (11) is out of range and the given one too.
-        assert!(matches!(Tokenizer::new(spec), Err(TokenizerError::MissingSpecial { .. })));
+        assert!(matches!(
+            Tokenizer::new(spec),
+            Err(TokenizerError::MissingSpecial { .. })
+        ));
     }
 }

@@ -62,10 +62,9 @@ impl PreConfig {
                 ..plain(P::Llama3)
             },
             "dbrx" | "smaug-bpe" => plain(P::Llama3),
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-            | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "exaone4" => {
-                plain(P::Gpt2)
-            }
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
+            | "exaone4" => plain(P::Gpt2),
             "trillion" | "granite-docling" => PreConfig {
                 clean_spaces: false,
                 ..plain(P::Gpt2)
@@ -95,7 +94,8 @@ impl PreTokenizer {
     pub(crate) fn split(self, text: &str) -> Vec<Range<usize>> {
         let (chars, offsets): (Vec<char>, Vec<usize>) =
             text.char_indices().map(|(i, c)| (c, i)).unzip();
-        let mut frags = vec![0..chars.len()];
+        let mut frags = Vec::with_capacity(chars.len() / 2 + 1);
+        frags.push(0..chars.len());
         let stages: &[Stage] = match self {
             Self::Default => &[
                 Stage::Runs(is_punct_like),
@@ -144,9 +144,9 @@ impl Stage {
                 let len = chars[pos..end].iter().take_while(|&&c| pred(c)).count();
                 (len > 0).then_some(len)
             }),
-            Self::Each(pred) => {
-                split_matches(chars, frag, out, |chars, pos, _| pred(chars[pos]).then_some(1))
-            }
+            Self::Each(pred) => split_matches(chars, frag, out, |chars, pos, _| {
+                pred(chars[pos]).then_some(1)
+            }),
             Self::AsciiDigitTriples => split_matches(chars, frag, out, |chars, pos, end| {
                 let digits = chars[pos..end.min(pos + 3)]
                     .iter()
@@ -233,9 +233,7 @@ impl Words<'_> {
         if self.at(pos) != Some('\'') {
             return None;
         }
-        let lower = |c: Option<char>| {
-            c.map(|c| if any_case { c.to_ascii_lowercase() } else { c })
-        };
+        let lower = |c: Option<char>| c.map(|c| if any_case { c.to_ascii_lowercase() } else { c });
         match (lower(self.at(pos + 1)), lower(self.at(pos + 2))) {
             (Some('s' | 't' | 'm' | 'd'), _) => Some(2),
             (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => Some(3),
@@ -358,9 +356,7 @@ mod tests {
         let w = words(PreTokenizer::Gpt2, "Hello world's  end 123 ,,x\n\n  y");
         assert_eq!(
             w,
-            [
-                "Hello", " world", "'s", " ", " end", " 123", " ,,", "x", "\n\n ", " y"
-            ]
+            ["Hello", " world", "'s", " ", " end", " 123", " ,,", "x", "\n\n ", " y"]
         );
         // Upper-case contractions are not contractions for GPT-2.
         assert_eq!(words(PreTokenizer::Gpt2, "I'M"), ["I", "'", "M"]);
@@ -381,7 +377,10 @@ mod tests {
 
     #[test]
     fn qwen2_splits_every_digit() {
-        assert_eq!(words(PreTokenizer::Qwen2, "x=123"), ["x", "=", "1", "2", "3"]);
+        assert_eq!(
+            words(PreTokenizer::Qwen2, "x=123"),
+            ["x", "=", "1", "2", "3"]
+        );
     }
 
     #[test]

@@ -189,7 +189,8 @@ fn token_id(g: &GgufFile, key: &'static str) -> Result<Option<u32>, TokenizerErr
         Value::I64(x) => u32::try_from(x).ok(),
         _ => None,
     };
-    id.map(Some).ok_or_else(|| wrong(key, "a token id (unsigned 32-bit integer)"))
+    id.map(Some)
+        .ok_or_else(|| wrong(key, "a token id (unsigned 32-bit integer)"))
 }
 
 fn flag(g: &GgufFile, key: &'static str) -> Result<Option<bool>, TokenizerError> {
@@ -221,7 +222,12 @@ mod tests {
     }
 
     fn strs(items: &[&str]) -> Value {
-        Value::Array(items.iter().map(|s| Value::String((*s).to_owned())).collect())
+        Value::Array(
+            items
+                .iter()
+                .map(|s| Value::String((*s).to_owned()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -230,8 +236,14 @@ mod tests {
             ("tokenizer.ggml.model", Value::String("gpt2".into())),
             ("tokenizer.ggml.pre", Value::String("qwen2".into())),
             ("tokenizer.ggml.tokens", strs(&["a", "b", "ab"])),
-            ("tokenizer.ggml.token_type", Value::Array(vec![Value::I32(1); 3])),
-            ("tokenizer.ggml.scores", Value::Array(vec![Value::I32(-2); 3])),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(vec![Value::I32(1); 3]),
+            ),
+            (
+                "tokenizer.ggml.scores",
+                Value::Array(vec![Value::I32(-2); 3]),
+            ),
             ("tokenizer.ggml.merges", strs(&["a b"])),
             ("tokenizer.ggml.bos_token_id", Value::U32(1)),
             ("tokenizer.ggml.eos_token_id", Value::I64(2)),

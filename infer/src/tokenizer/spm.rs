@@ -78,12 +78,15 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<()
     let pair = |symbols: &[Symbol], left: usize, right: usize| {
         let (l, r) = (symbols[left], symbols[right]);
         let joined = &text[l.start..r.start + r.len];
-        vocab.id(joined).and_then(|id| vocab.get(id)).map(|t| Candidate {
-            score: t.score,
-            left,
-            right,
-            size: joined.len(),
-        })
+        vocab
+            .id(joined)
+            .and_then(|id| vocab.get(id))
+            .map(|t| Candidate {
+                score: t.score,
+                left,
+                right,
+                size: joined.len(),
+            })
     };
     for i in 1..symbols.len() {
         queue.extend(pair(&symbols, i - 1, i));
@@ -142,7 +145,13 @@ mod tests {
 
     #[test]
     fn highest_score_merges_first() {
-        let v = vocab(&[("a", -1.0), ("b", -1.0), ("ab", -2.0), ("bb", -1.5), ("abb", -3.0)]);
+        let v = vocab(&[
+            ("a", -1.0),
+            ("b", -1.0),
+            ("ab", -2.0),
+            ("bb", -1.5),
+            ("abb", -3.0),
+        ]);
         let mut out = Vec::new();
         // "bb" outscores "ab", and "a"+"bb" = "abb" follows.
         encode(&v, "abb", &mut out).unwrap();

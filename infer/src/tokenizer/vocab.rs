@@ -144,14 +144,20 @@ impl Vocab {
 
     /// Adds `attr` to a token.
     pub(crate) fn add_attr(&mut self, id: u32, attr: TokenAttr) {
-        if let Some(t) = usize::try_from(id).ok().and_then(|i| self.tokens.get_mut(i)) {
+        if let Some(t) = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.tokens.get_mut(i))
+        {
             t.attr = t.attr.union(attr);
         }
     }
 
     /// Replaces the attribute of a token.
     pub(crate) fn set_attr(&mut self, id: u32, attr: TokenAttr) {
-        if let Some(t) = usize::try_from(id).ok().and_then(|i| self.tokens.get_mut(i)) {
+        if let Some(t) = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.tokens.get_mut(i))
+        {
             t.attr = attr;
         }
     }
