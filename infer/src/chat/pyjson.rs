@@ -20,24 +20,24 @@ pub(super) fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
         None if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         None => (", ".to_owned(), ": ".to_owned()),
     };
-    let mut w = JsonWriter {
-        out: String::new(),
+    let style = Style {
         indent,
         item_sep,
         key_sep,
         ensure_ascii: ensure_ascii.unwrap_or(false),
         sort_keys: sort_keys.unwrap_or(false),
     };
-    w.value(value, 0)?;
-    Ok(Value::from(w.out))
+    let mut out = String::new();
+    style.value(&mut out, value, 0)?;
+    Ok(Value::from(out))
 }
 
 fn invalid(msg: &str) -> Error {
     Error::new(ErrorKind::InvalidOperation, format!("tojson: {msg}"))
 }
 
-struct JsonWriter {
-    out: String,
+/// How `json.dumps` was asked to write.
+struct Style {
     indent: Option<usize>,
     item_sep: String,
     key_sep: String,
@@ -45,29 +45,24 @@ struct JsonWriter {
     sort_keys: bool,
 }
 
-impl JsonWriter {
-    fn value(&mut self, v: &Value, depth: usize) -> Result<(), Error> {
+impl Style {
+    fn value(&self, out: &mut String, v: &Value, depth: usize) -> Result<(), Error> {
         match v.kind() {
-            ValueKind::Undefined | ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self
-                .out
-                .push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
             ValueKind::Number if v.is_integer() => {
-                let _ = write!(self.out, "{v}");
+                let _ = write!(out, "{v}");
             }
-            ValueKind::Number => {
-                let f = f64::try_from(v.clone())?;
-                self.out.push_str(&py_float(f));
-            }
-            ValueKind::String => self.string(v.as_str().unwrap_or_default()),
+            ValueKind::Number => out.push_str(&py_float(f64::try_from(v.clone())?)),
+            ValueKind::String => self.string(out, v.as_str().unwrap_or_default()),
             ValueKind::Seq | ValueKind::Iterable => {
                 let items: Vec<Value> = v.try_iter()?.collect();
-                self.open('[', items.len(), depth);
+                out.push('[');
                 for (i, item) in items.iter().enumerate() {
-                    self.separator(i, depth + 1);
-                    self.value(item, depth + 1)?;
+                    self.separator(out, i, depth + 1);
+                    self.value(out, item, depth + 1)?;
                 }
-                self.close(']', items.len(), depth);
+                self.close(out, ']', items.len(), depth);
             }
             ValueKind::Map => {
                 let mut entries = Vec::new();
@@ -78,68 +73,62 @@ impl JsonWriter {
                 if self.sort_keys {
                     entries.sort_by(|a, b| a.0.cmp(&b.0));
                 }
-                self.open('{', entries.len(), depth);
+                out.push('{');
                 for (i, (key, value)) in entries.iter().enumerate() {
-                    self.separator(i, depth + 1);
-                    self.string(key);
-                    let sep = self.key_sep.clone();
-                    self.out.push_str(&sep);
-                    self.value(value, depth + 1)?;
+                    self.separator(out, i, depth + 1);
+                    self.string(out, key);
+                    out.push_str(&self.key_sep);
+                    self.value(out, value, depth + 1)?;
                 }
-                self.close('}', entries.len(), depth);
+                self.close(out, '}', entries.len(), depth);
             }
             kind => return Err(invalid(&format!("cannot serialize a {kind}"))),
         }
         Ok(())
     }
 
-    fn open(&mut self, bracket: char, _len: usize, _depth: usize) {
-        self.out.push(bracket);
-    }
-
-    fn separator(&mut self, index: usize, depth: usize) {
+    fn separator(&self, out: &mut String, index: usize, depth: usize) {
         if index > 0 {
-            let sep = self.item_sep.clone();
-            self.out.push_str(&sep);
+            out.push_str(&self.item_sep);
         }
-        self.newline(depth);
+        self.newline(out, depth);
     }
 
-    fn close(&mut self, bracket: char, len: usize, depth: usize) {
+    fn close(&self, out: &mut String, bracket: char, len: usize, depth: usize) {
         if len > 0 {
-            self.newline(depth);
+            self.newline(out, depth);
         }
-        self.out.push(bracket);
+        out.push(bracket);
     }
 
-    fn newline(&mut self, depth: usize) {
+    fn newline(&self, out: &mut String, depth: usize) {
         if let Some(width) = self.indent {
-            self.out.push('\n');
-            self.out.extend(std::iter::repeat_n(' ', width * depth));
+            out.push('\n');
+            out.extend(std::iter::repeat_n(' ', width * depth));
         }
     }
 
-    fn string(&mut self, s: &str) {
-        self.out.push('"');
+    fn string(&self, out: &mut String, s: &str) {
+        out.push('"');
         for c in s.chars() {
             match c {
-                '"' => self.out.push_str("\\\""),
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                '\r' => self.out.push_str("\\r"),
-                '\t' => self.out.push_str("\\t"),
-                '\u{8}' => self.out.push_str("\\b"),
-                '\u{c}' => self.out.push_str("\\f"),
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
                 c if u32::from(c) < 0x20 || (self.ensure_ascii && !c.is_ascii()) => {
                     let mut units = [0u16; 2];
                     for unit in c.encode_utf16(&mut units) {
-                        let _ = write!(self.out, "\\u{unit:04x}");
+                        let _ = write!(out, "\\u{unit:04x}");
                     }
                 }
-                c => self.out.push(c),
+                c => out.push(c),
             }
         }
-        self.out.push('"');
+        out.push('"');
     }
 }
 
