@@ -19,6 +19,8 @@ import argparse
 import ctypes
 import json
 import os
+import random
+import re
 import sys
 import tempfile
 from datetime import datetime
@@ -117,6 +119,11 @@ COMMON_CASES = [
     "a b c d e f g h i j k l m n o p q r s t u v w x y z",
 ]
 
+SPECIAL_TOKENS = {
+    "smollm2": ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<repo_name>", "<reponame>"],
+    "qwen2": ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<tool_call>", "</s>", "[PAD151670]"],
+}
+
 SPECIAL_CASES = {
     "smollm2": [
         "<|im_start|>user\nHello<|im_end|>\n",
@@ -196,6 +203,27 @@ CHAT_CASES = [
         "add_generation_prompt": True,
     },
 ]
+
+
+# Random strings over an alphabet of the characters the pre-tokenizers treat differently.
+RANDOM_ALPHABET = (
+    list("abcXYZ") * 3
+    + list("0123456789") * 2
+    + [" "] * 8
+    + ["\t", "\n", "\r", "\u00a0", "\u3000", "\u2028", "\x1f"]
+    + list(".,!?;:'\"()[]{}<>/\\|$%^&*+-=_~`@#")
+    + ["'s", "'T", "'re", "'LL", "'d", "'M", "'ve"]
+    + ["\u00e9", "e\u0301", "\u00df", "\u0130", "\u03a9", "\u0436", "\u0661", "\u00bd", "\u00b2"]
+    + ["\u4f60", "\u597d", "\u65e5", "\u3042", "\u30ab", "\ud55c", "\u0645", "\u0939\u093f"]
+    + ["\U0001F600", "\U0001F44D\U0001F3FD", "\U0001F468\u200d\U0001F469", "\U0001F1FA\U0001F1F8", "\u2764\ufe0f"]
+    + ["\u200b", "\u00ad", "\ufeff", "\U000E0001", "\U0010FFFD"]
+)
+
+
+def random_strings(seed, count, specials):
+    rng = random.Random(seed)
+    alphabet = RANDOM_ALPHABET + specials
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(count)]
 
 
 def hf_environment():
@@ -357,6 +385,7 @@ def model_fixture(name, path):
         "piece_hashes": piece_hashes(vocab, False),
         "piece_hashes_special": piece_hashes(vocab, True),
         "cases": token_cases(vocab, texts),
+        "random_cases": token_cases(vocab, random_strings(7, 150, SPECIAL_TOKENS[name])),
         "chat": chats,
     }
 
@@ -532,7 +561,8 @@ def pretok_fixture(smollm2_path, scratch):
         path = scratch / "pretok.gguf"
         write_bpe_gguf(path, source, pre)
         vocab = Vocab(path)
-        result["variants"].append({"pre": pre, **vocab.special_ids(), "cases": token_cases(vocab, COMMON_CASES)})
+        cases = token_cases(vocab, COMMON_CASES + random_strings(11, 60, SPECIAL_TOKENS["smollm2"]))
+        result["variants"].append({"pre": pre, **vocab.special_ids(), "cases": cases})
         del vocab
         path.unlink()
     return result
@@ -640,9 +670,11 @@ def probe_fixture(scratch):
 
 
 def dump(path, data):
+    text = json.dumps(data, ensure_ascii=False, indent=1)
+    # Integer arrays (ids) on one line each.
+    text = re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + re.sub(r"\s+", "", m.group(1)) + "]", text)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     print(f"wrote {path}")
 
 

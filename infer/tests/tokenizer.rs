@@ -175,6 +175,7 @@ struct ModelFixture {
     piece_hashes: Vec<String>,
     piece_hashes_special: Vec<String>,
     cases: Vec<Case>,
+    random_cases: Vec<Case>,
     chat: Vec<ChatCase>,
 }
 
@@ -297,7 +298,8 @@ fn check_model(file: &str, fixture: &str) {
         "token pieces with special tokens rendered"
     );
     assert!(fx.cases.len() >= 40);
-    let failures = check_cases(&tok, &fx.cases);
+    let mut failures = check_cases(&tok, &fx.cases);
+    failures.extend(check_cases(&tok, &fx.random_cases));
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",
