@@ -42,78 +42,8 @@ fn find_model(file: &str) -> Option<PathBuf> {
 fn read_gguf(path: &Path) -> GgufFile {
     let file = File::open(path).unwrap();
     let len = file.metadata().unwrap().len();
-    match GgufFile::parse(BufReader::new(file), len) {
-        Ok(g) => g,
-        Err(_) => tmp_gguf::read(path),
-    }
-}
-
-/// TEMPORARY metadata-only GGUF reader until `GgufFile::parse` lands on main.
-mod tmp_gguf {
-    use std::io::Read;
-
-    use llmstream::gguf::{GgufFile, Value};
-
-    fn n<const N: usize>(r: &mut impl Read) -> [u8; N] {
-        let mut b = [0; N];
-        r.read_exact(&mut b).unwrap();
-        b
-    }
-
-    fn string(r: &mut impl Read) -> String {
-        let len = u64::from_le_bytes(n(r));
-        let mut b = vec![0; usize::try_from(len).unwrap()];
-        r.read_exact(&mut b).unwrap();
-        String::from_utf8(b).unwrap()
-    }
-
-    fn value(r: &mut impl Read, t: u32) -> Value {
-        match t {
-            0 => Value::U8(n::<1>(r)[0]),
-            1 => Value::I8(i8::from_le_bytes(n(r))),
-            2 => Value::U16(u16::from_le_bytes(n(r))),
-            3 => Value::I16(i16::from_le_bytes(n(r))),
-            4 => Value::U32(u32::from_le_bytes(n(r))),
-            5 => Value::I32(i32::from_le_bytes(n(r))),
-            6 => Value::F32(f32::from_le_bytes(n(r))),
-            7 => Value::Bool(n::<1>(r)[0] != 0),
-            8 => Value::String(string(r)),
-            9 => {
-                let t = u32::from_le_bytes(n(r));
-                let count = u64::from_le_bytes(n(r));
-                Value::Array((0..count).map(|_| value(r, t)).collect())
-            }
-            10 => Value::U64(u64::from_le_bytes(n(r))),
-            11 => Value::I64(i64::from_le_bytes(n(r))),
-            12 => Value::F64(f64::from_le_bytes(n(r))),
-            _ => panic!("bad GGUF type {t}"),
-        }
-    }
-
-    pub fn read(path: &std::path::Path) -> GgufFile {
-        let mut r = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-        assert_eq!(&n::<4>(&mut r), b"GGUF");
-        let version = u32::from_le_bytes(n(&mut r));
-        let _tensors = u64::from_le_bytes(n(&mut r));
-        let kvs = u64::from_le_bytes(n(&mut r));
-        let metadata = (0..kvs)
-            .map(|_| {
-                let key = string(&mut r);
-                let t = u32::from_le_bytes(n(&mut r));
-                (key, value(&mut r, t))
-            })
-            .collect();
-        GgufFile {
-            version,
-            alignment: 32,
-            data_offset: 0,
-            file_len: 0,
-            metadata,
-            tensors: Vec::new(),
-            layers: Vec::new(),
-            globals: Vec::new(),
-        }
-    }
+    GgufFile::parse(BufReader::new(file), len)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn spec_of(path: &Path) -> TokenizerSpec {

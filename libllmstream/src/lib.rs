@@ -19,8 +19,8 @@ pub mod pipeline;
 pub mod staging;
 pub mod stats;
 
-pub use backend::{BackendChoice, BackendKind};
-pub use context::{Buffer, BufferKind, Config, Context, Model, ReadHandle};
+pub use backend::{BackendChoice, BackendKind, BufferKind};
+pub use context::{Buffer, Config, Context, HostView, Model, ReadHandle};
 pub use error::{Error, Result};
 pub use io::{DirectChoice, EngineChoice, ReaderConfig, Source};
 pub use stats::Stats;
