@@ -338,6 +338,7 @@ def token_cases(vocab, texts):
                 "ids_special": ids_special,
                 "decoded": text_or_hex(vocab.detokenize(ids, False, False)),
                 "decoded_special": text_or_hex(vocab.detokenize(ids_special, False, True)),
+                "decoded_remove_special": text_or_hex(vocab.detokenize(ids, True, False)),
             }
         )
     return cases

@@ -77,6 +77,7 @@ struct Case {
     ids_special: Vec<u32>,
     decoded: Bytes,
     decoded_special: Bytes,
+    decoded_remove_special: Bytes,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +151,15 @@ fn check_cases(tok: &Tokenizer, cases: &[Case]) -> Vec<String> {
                 case.ids_special,
                 String::from_utf8_lossy(&decoded_special),
                 String::from_utf8_lossy(&case.decoded_special.bytes())
+            ));
+        }
+        let removed = tok.detokenize(&case.ids, true, false);
+        if removed != case.decoded_remove_special.bytes() {
+            failures.push(format!(
+                "detokenize remove_special {:?}: got {:?}, llama.cpp {:?}",
+                case.ids,
+                String::from_utf8_lossy(&removed),
+                String::from_utf8_lossy(&case.decoded_remove_special.bytes())
             ));
         }
         // Where llama.cpp round-trips, so do we (through our own ids).
