@@ -3,6 +3,7 @@
 //! tokens agree with it, and serve as the oracle for the GPU engine.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod forward;
@@ -10,6 +11,7 @@ pub mod kv;
 pub mod ops;
 pub mod quant;
 pub mod sampler;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, HParams};
