@@ -60,8 +60,11 @@ def main() -> int:
         logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
         first = logits.copy()
         out = []
+        margins = []
         for _ in range(args.n):
             tok = int(np.argmax(logits))
+            top2 = np.sort(logits)[-2:]
+            margins.append(round(float(top2[1] - top2[0]), 5))
             out.append(tok)
             if tok in eog:
                 break
@@ -73,6 +76,7 @@ def main() -> int:
                 "prompt": prompt,
                 "prompt_tokens": [int(t) for t in tokens],
                 "greedy": out,
+                "margins": margins,
                 "text": llm.detokenize(out).decode("utf-8", errors="replace"),
                 "top_logits": [[int(i), float(first[i])] for i in top],
             }

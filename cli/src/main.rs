@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod inspect;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +23,12 @@ struct Cli {
 enum Command {
     /// Print the GGUF model map: header, metadata, tensors, layers.
     Inspect(inspect::InspectArgs),
+    /// Generate text from a prompt (greedy with --temp 0).
+    Run(run::RunArgs),
+    /// Talk with a model using its chat template.
+    Chat(run::ChatArgs),
+    /// Print the token ids of a text.
+    Tokenize(run::TokenizeArgs),
     /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
     Bench(bench::BenchArgs),
 }
@@ -32,6 +39,9 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Chat(a) => run::chat(a),
+        Command::Tokenize(a) => run::tokenize(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,11 +53,15 @@ impl State {
 }
 
 fn matmul(w: &Tensor, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+    matmul_with(w, x, n, y, quant::MatOptions::default())
+}
+
+fn matmul_with(w: &Tensor, x: &[f32], n: usize, y: &mut [f32], opts: quant::MatOptions) -> Result<()> {
     let m = w.matrix()?;
     if n == 1 {
-        quant::matvec(&m, x, y)
+        quant::matvec_opts(&m, x, y, opts)
     } else {
-        quant::matmul(&m, x, n, y)
+        quant::matmul_opts(&m, x, n, y, opts)
     }
     .map_err(|e| InferError::Quant(format!("{}: {e}", w.name)))
 }
@@ -209,7 +213,13 @@ impl Transformer {
         let mut hn = vec![0f32; d];
         ops::rms_norm(last, &self.w.output_norm, hp.rms_eps, &mut hn);
         let mut logits = vec![0f32; self.n_vocab()];
-        matmul(&self.w.output, &hn, 1, &mut logits)?;
+        // llama.cpp cannot repack an output matrix tied to the embedding (it is also read row by
+        // row), so its numerics are the plain vec_dot ones there.
+        let opts = quant::MatOptions {
+            llama_cpp_repack: !self.w.output_tied,
+            ..quant::MatOptions::default()
+        };
+        matmul_with(&self.w.output, &hn, 1, &mut logits, opts)?;
         Ok(logits)
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod kv;
@@ -15,6 +16,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, HParams};
+pub use engine::{Engine, Generation};
 pub use error::{InferError, Result};
 pub use forward::{State, Transformer};
 pub use kv::KvType;

@@ -86,6 +86,8 @@ pub struct Weights {
     pub output_norm: Vec<f32>,
     /// `output.weight`, or `token_embd` when the output is tied.
     pub output: Tensor,
+    /// True when `output` is `token_embd` (no `output.weight` in the file).
+    pub output_tied: bool,
     /// Llama 3 RoPE frequency factors (`rope_freqs.weight`).
     pub rope_freqs: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
@@ -141,7 +143,9 @@ impl Weights {
         check_shape(&token_embd, &[hp.n_embd, token_embd.rows()])?;
         let output_norm = need("output_norm.weight", global("output_norm.weight")?)?;
         check_shape(&output_norm, &[hp.n_embd])?;
-        let output = global("output.weight")?.unwrap_or_else(|| token_embd.clone());
+        let untied = global("output.weight")?;
+        let output_tied = untied.is_none();
+        let output = untied.unwrap_or_else(|| token_embd.clone());
         check_shape(&output, &[hp.n_embd, output.rows()])?;
         let rope_freqs = global("rope_freqs.weight")?.map(|t| t.to_f32()).transpose()?;
         if let Some(f) = &rope_freqs {
@@ -232,6 +236,7 @@ impl Weights {
             token_embd,
             output_norm: output_norm.to_f32()?,
             output,
+            output_tied,
             rope_freqs,
             layers,
             bytes,

@@ -1,0 +1,251 @@
+//! `llmstream run`, `chat` and `tokenize`: the reference CPU engine behind the CLI.
+
+use anyhow::{Context as _, Result};
+use llmstream_infer::chat::{ChatMessage, ChatTemplate};
+use llmstream_infer::{Engine, KvType, Sampler, SamplerConfig};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+/// Options shared by `run` and `chat`.
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Compute backend. Only `cpu` runs models today; `cuda` streaming inference is not built yet.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// CPU threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context length in tokens.
+    #[arg(short = 'c', long, default_value_t = 2048)]
+    pub ctx_size: usize,
+    /// KV cache type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    pub kv_type: String,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repeat penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repeat penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub n_predict: usize,
+    /// Print one JSON line at the end (ids, text, rates) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// System prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Tokens per answer at most.
+    #[arg(short = 'n', long, default_value_t = 512)]
+    pub n_predict: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    /// GGUF model file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Parse special tokens written in the text (`<|im_start|>`), as llama.cpp's --special.
+    #[arg(long)]
+    pub special: bool,
+    /// Do not add BOS/EOS even where the model's metadata asks for them.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Print `{"tokens": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The text.
+    pub text: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<Engine> {
+        anyhow::ensure!(
+            matches!(self.backend.as_str(), "cpu" | "host" | "auto"),
+            "--backend {}: only the CPU engine exists so far (GPU inference is tracked as its own issue)",
+            self.backend
+        );
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Engine::load(&self.model, threads).with_context(|| format!("loading {}", self.model.display()))
+    }
+
+    fn sampler(&self) -> Sampler {
+        Sampler::new(SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        })
+    }
+
+    fn kv(&self) -> Result<KvType> {
+        match self.kv_type.as_str() {
+            "f16" => Ok(KvType::F16),
+            "f32" => Ok(KvType::F32),
+            other => anyhow::bail!("--kv-type {other}: use f16 or f32"),
+        }
+    }
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    let engine = a.model.load()?;
+    let prompt = engine.tokenize_prompt(&a.prompt)?;
+    anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
+    let n_ctx = a.model.ctx_size.max(prompt.len() + 1);
+    let mut state = engine.new_state(n_ctx, a.model.kv()?);
+    let mut sampler = a.model.sampler();
+    let mut history = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let g = engine.generate(&mut state, &prompt, a.n_predict, &mut sampler, &mut history, |t| {
+        if !a.json {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
+    if a.json {
+        let o = serde_json::json!({
+            "prompt_tokens": g.prompt_tokens,
+            "generated_tokens": g.generated_tokens,
+            "text": g.text,
+            "prompt_tok_per_s": g.prompt_tok_per_s(),
+            "decode_tok_per_s": g.decode_tok_per_s(),
+            "stopped_at_eog": g.stopped_at_eog,
+            "load_secs": engine.load_secs,
+            "threads": llmstream_infer::quant::threads().unwrap_or(0),
+        });
+        writeln!(out, "{o}")?;
+    } else {
+        writeln!(out)?;
+        eprintln!(
+            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s]",
+            g.prompt_tokens.len(),
+            g.prompt_tok_per_s(),
+            g.generated_tokens.len(),
+            g.decode_tok_per_s()
+        );
+    }
+    Ok(())
+}
+
+pub fn chat(a: &ChatArgs) -> Result<()> {
+    let engine = a.model.load()?;
+    let template = ChatTemplate::for_tokenizer(&engine.tokenizer)
+        .context("this model has no usable chat template")?;
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::system(s.clone()));
+    }
+    let mut state = engine.new_state(a.model.ctx_size, a.model.kv()?);
+    let mut sampler = a.model.sampler();
+    let mut rendered_so_far = String::new();
+    let tty = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if tty {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "/quit" || line == "/exit" {
+            break;
+        }
+        messages.push(ChatMessage::user(line));
+        let full = template.apply(&messages, true)?;
+        // Feed only what the KV cache does not hold yet (the new turn).
+        let new_text = full.strip_prefix(&rendered_so_far).unwrap_or(&full);
+        if new_text.len() == full.len() {
+            state.reset();
+        }
+        let ids = engine
+            .tokenizer
+            .encode(new_text, state.pos() == 0, true)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            state.pos() + ids.len() + a.n_predict <= state.n_ctx(),
+            "the conversation no longer fits in {} tokens of context (--ctx-size)",
+            state.n_ctx()
+        );
+        let mut history = Vec::new();
+        let mut out = std::io::stdout().lock();
+        let g = engine.generate(&mut state, &ids, a.n_predict, &mut sampler, &mut history, |t| {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        })?;
+        writeln!(out)?;
+        messages.push(ChatMessage::assistant(g.text.trim().to_string()));
+        // What the model saw: the template up to the generation prompt plus its answer.
+        rendered_so_far = full.clone() + &g.text;
+        if !g.stopped_at_eog {
+            // The cache does not end where the template would continue: re-render next time.
+            rendered_so_far.clear();
+        } else if let Some(&eog) = g.generated_tokens.last() {
+            rendered_so_far.push_str(&String::from_utf8_lossy(&engine.tokenizer.token_to_piece_with(eog, true)));
+        }
+    }
+    Ok(())
+}
+
+pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
+    let ctx = llmstream::Context::new(llmstream::Config {
+        backend: llmstream::BackendChoice::Host,
+        ..llmstream::Config::default()
+    })?;
+    let m = ctx.open_model(&a.model)?;
+    let spec = llmstream_infer::tokenizer::TokenizerSpec::from_gguf(m.gguf()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tok = llmstream_infer::tokenizer::Tokenizer::new(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ids = tok
+        .encode(&a.text, !a.no_bos, a.special)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.json {
+        println!("{}", serde_json::json!({ "tokens": ids }));
+    } else {
+        for id in ids {
+            println!("{id:>8} {:?}", String::from_utf8_lossy(&tok.token_to_piece_with(id, true)));
+        }
+    }
+    Ok(())
+}
