@@ -10,7 +10,25 @@
 #include <stdint.h>
 
 /**
- * The library version as a string literal ("0.1.0"), built from the version macros below.
+ * Major version of the library.
+ */
+#define LLMSTREAM_VERSION_MAJOR 0
+/**
+ * Minor version of the library.
+ */
+#define LLMSTREAM_VERSION_MINOR 1
+/**
+ * Patch version of the library.
+ */
+#define LLMSTREAM_VERSION_PATCH 0
+/**
+ * Version of the C ABI this header describes. A library whose lls_abi_version() differs is
+ * incompatible (see docs/c-api.md for the ABI and SONAME policy).
+ */
+#define LLMSTREAM_ABI_VERSION 1
+
+/**
+ * The library version as a string literal ("0.1.0"), built from the version macros above.
  */
 #define LLMSTREAM_VERSION \
   LLMSTREAM_VERSION_STR_(LLMSTREAM_VERSION_MAJOR) "." \
@@ -18,26 +36,6 @@
   LLMSTREAM_VERSION_STR_(LLMSTREAM_VERSION_PATCH)
 #define LLMSTREAM_VERSION_STR_(x) LLMSTREAM_VERSION_STR__(x)
 #define LLMSTREAM_VERSION_STR__(x) #x
-
-/**
- * Version of the C ABI this header describes; compare with `lls_abi_version()` at run time.
- */
-#define LLMSTREAM_ABI_VERSION 1
-
-/**
- * Major version of the library (Cargo.toml `version`).
- */
-#define LLMSTREAM_VERSION_MAJOR 0
-
-/**
- * Minor version of the library.
- */
-#define LLMSTREAM_VERSION_MINOR 1
-
-/**
- * Patch version of the library.
- */
-#define LLMSTREAM_VERSION_PATCH 0
 
 /**
  * The result of a fallible `lls_*` call.
@@ -137,7 +135,7 @@ enum lls_status
    */
   LLS_STATUS_WORKER_GONE = 501,
   /**
-   * The request has not completed yet (`lls_read_poll`).
+   * The request has not completed yet (`lls_request_poll`).
    */
   LLS_STATUS_NOT_DONE = 502,
   /**
@@ -387,7 +385,7 @@ typedef struct lls_buffer lls_buffer;
 /**
  * A streaming context: one backend, one storage reader and one worker thread. Thread-safe: any
  * thread may use a context at the same time as others. Free it with `lls_context_free` after
- * every `lls_read` issued through it (freeing it waits for reads in flight to finish).
+ * every `lls_request` issued through it (freeing it waits for reads in flight to finish).
  */
 typedef struct lls_context lls_context;
 
@@ -399,12 +397,12 @@ typedef struct lls_context lls_context;
 typedef struct lls_model lls_model;
 
 /**
- * A read (or copy) in flight, from `lls_read_async`, `lls_copy_async` or
- * `lls_model_load_layer_async`. Wait for it with `lls_read_wait` (or poll it), then free it with
- * `lls_read_free`; freeing an unfinished read waits for it. Use one handle from one thread at a
- * time.
+ * A read, copy or layer load in flight, from `lls_read_async`, `lls_copy_async` or
+ * `lls_model_load_layer_async`. Wait for it with `lls_request_wait` (or poll it), then free it
+ * with `lls_request_free`; freeing an unfinished request waits for it. Use one request from one
+ * thread at a time.
  */
-typedef struct lls_read lls_read;
+typedef struct lls_request lls_request;
 
 /**
  * A file or raw block device opened for streaming (with O_DIRECT where allowed). Immutable:
@@ -550,8 +548,6 @@ typedef struct lls_tensor_info {
   int64_t layer;
 } lls_tensor_info;
 
-
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -629,7 +625,7 @@ size_t lls_buffer_len(const struct lls_buffer *buf);
  *
  * # Safety
  * `ctx` is NULL or a live context; `dptr..dptr+len` is device memory of the context's device,
- * kept alive until the buffer is freed and every `lls_read` into it has been waited for or
+ * kept alive until the buffer is freed and every `lls_request` into it has been waited for or
  * freed; `out` is NULL or points to a writable `lls_buffer*`.
  */
 lls_status lls_buffer_wrap_device(struct lls_context *ctx,
@@ -643,7 +639,7 @@ lls_status lls_buffer_wrap_device(struct lls_context *ctx,
  * # Safety
  * `ctx` is NULL or a live context; `ptr` is NULL or points to `len` writable bytes that stay
  * valid, and that the caller does not touch while reads into them are in flight, until the
- * buffer is freed and every `lls_read` into it has been waited for or freed; `out` is NULL or
+ * buffer is freed and every `lls_request` into it has been waited for or freed; `out` is NULL or
  * points to a writable `lls_buffer*`.
  */
 lls_status lls_buffer_wrap_host(struct lls_context *ctx,
@@ -752,7 +748,7 @@ lls_status lls_context_stats(const struct lls_context *ctx, struct lls_stats *ou
  *
  * # Safety
  * `ctx`, `src` and `dst` are NULL or live handles; `out` is NULL or points to a writable
- * `lls_read*`.
+ * `lls_request*`.
  */
 lls_status lls_copy_async(struct lls_context *ctx,
                           const struct lls_buffer *src,
@@ -760,7 +756,7 @@ lls_status lls_copy_async(struct lls_context *ctx,
                           struct lls_buffer *dst,
                           size_t dst_offset,
                           size_t len,
-                          struct lls_read **out);
+                          struct lls_request **out);
 
 /**
  * Write the message for status `code` into `buf`: the calling thread's detailed last-error
@@ -867,14 +863,14 @@ lls_status lls_model_load_layer_alloc(struct lls_context *ctx,
  *
  * # Safety
  * `ctx`, `model` and `dst` are NULL or live handles; `out` is NULL or points to a writable
- * `lls_read*`.
+ * `lls_request*`.
  */
 lls_status lls_model_load_layer_async(struct lls_context *ctx,
                                       const struct lls_model *model,
                                       size_t layer,
                                       struct lls_buffer *dst,
                                       size_t dst_offset,
-                                      struct lls_read **out);
+                                      struct lls_request **out);
 
 /**
  * Write boolean metadata `key` to `*out`. `LLS_STATUS_TYPE_MISMATCH` for a non-bool.
@@ -1009,7 +1005,7 @@ lls_status lls_read(struct lls_context *ctx,
  *
  * # Safety
  * `ctx`, `src` and `dst` are NULL or live handles; `out` is NULL or points to a writable
- * `lls_read*`.
+ * `lls_request*`.
  */
 lls_status lls_read_async(struct lls_context *ctx,
                           const struct lls_source *src,
@@ -1017,43 +1013,43 @@ lls_status lls_read_async(struct lls_context *ctx,
                           uint64_t len,
                           struct lls_buffer *dst,
                           size_t dst_offset,
-                          struct lls_read **out);
+                          struct lls_request **out);
 
 /**
  * Free a request handle. An unfinished request is waited for first (its result is dropped), so
  * that after this call the library no longer writes to the destination. NULL is a no-op.
  *
  * # Safety
- * `read` is NULL or an `lls_read` not freed yet; no other thread uses it during or after the
+ * `req` is NULL or an `lls_request` not freed yet; no other thread uses it during or after the
  * call.
  */
-void lls_read_free(struct lls_read *read);
+void lls_request_free(struct lls_request *req);
 
 /**
  * Write whether the request has completed (successfully or not) to `*out`.
  *
  * # Safety
- * `read` is NULL or a live `lls_read`; `out` is NULL or points to a writable `bool`.
+ * `req` is NULL or a live `lls_request`; `out` is NULL or points to a writable `bool`.
  */
-lls_status lls_read_is_done(const struct lls_read *read, bool *out);
+lls_status lls_request_is_done(const struct lls_request *req, bool *out);
 
 /**
  * Without blocking: `LLS_STATUS_NOT_DONE` while the request is in flight, else its result as
- * `lls_read_wait` returns it.
+ * `lls_request_wait` returns it.
  *
  * # Safety
- * `read` is NULL or a live `lls_read` no other thread uses during the call.
+ * `req` is NULL or a live `lls_request` no other thread uses during the call.
  */
-lls_status lls_read_poll(struct lls_read *read);
+lls_status lls_request_poll(struct lls_request *req);
 
 /**
  * Block (sleeping, not spinning) until the request completes; its result. Waiting again
- * returns the same result. The handle stays valid: free it with `lls_read_free`.
+ * returns the same result. The handle stays valid: free it with `lls_request_free`.
  *
  * # Safety
- * `read` is NULL or a live `lls_read` no other thread uses during the call.
+ * `req` is NULL or a live `lls_request` no other thread uses during the call.
  */
-lls_status lls_read_wait(struct lls_read *read);
+lls_status lls_request_wait(struct lls_request *req);
 
 /**
  * Free a source. Reads in flight from it finish normally. NULL is a no-op.

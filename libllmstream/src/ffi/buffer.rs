@@ -71,7 +71,7 @@ pub unsafe extern "C" fn lls_buffer_alloc(
 /// # Safety
 /// `ctx` is NULL or a live context; `ptr` is NULL or points to `len` writable bytes that stay
 /// valid, and that the caller does not touch while reads into them are in flight, until the
-/// buffer is freed and every `lls_read` into it has been waited for or freed; `out` is NULL or
+/// buffer is freed and every `lls_request` into it has been waited for or freed; `out` is NULL or
 /// points to a writable `lls_buffer*`.
 #[no_mangle]
 pub unsafe extern "C" fn lls_buffer_wrap_host(
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn lls_buffer_wrap_host(
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `dptr..dptr+len` is device memory of the context's device,
-/// kept alive until the buffer is freed and every `lls_read` into it has been waited for or
+/// kept alive until the buffer is freed and every `lls_request` into it has been waited for or
 /// freed; `out` is NULL or points to a writable `lls_buffer*`.
 #[no_mangle]
 pub unsafe extern "C" fn lls_buffer_wrap_device(

@@ -58,7 +58,7 @@ pub enum lls_status {
     Busy = 500,
     /// The context's streaming worker has stopped.
     WorkerGone = 501,
-    /// The request has not completed yet (`lls_read_poll`).
+    /// The request has not completed yet (`lls_request_poll`).
     NotDone = 502,
     /// A bug in libllmstream was caught at the C boundary. Free the objects involved.
     Panic = 900,

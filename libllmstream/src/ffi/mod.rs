@@ -6,7 +6,7 @@
 //! - Fallible calls return an [`lls_status`]; outputs are the last arguments and are written only
 //!   on success. `lls_last_error()` holds the detailed message of the calling thread's last
 //!   failed call.
-//! - Handles are opaque (`lls_context`, `lls_source`, `lls_model`, `lls_buffer`, `lls_read`),
+//! - Handles are opaque (`lls_context`, `lls_source`, `lls_model`, `lls_buffer`, `lls_request`),
 //!   created by `*_new`/`*_open`/`*_alloc` and released by the matching `*_free`, which accepts
 //!   NULL.
 //! - Every entry point runs inside a panic boundary: no Rust panic unwinds into C.
@@ -26,6 +26,7 @@ pub mod buffer;
 pub mod context;
 pub mod model;
 pub mod read;
+pub mod request;
 pub mod source;
 pub mod stats;
 pub mod version;

@@ -6,7 +6,7 @@ use super::context::lls_context;
 use super::error::{lls_status, FfiError};
 use super::handle::Handle;
 use super::panic::{guard, guard_value};
-use super::read::{lls_read, ReadState};
+use super::request::{lls_request, RequestState};
 use super::source::lls_source;
 use super::text::{str_arg, write_str};
 use crate::context::Model;
@@ -386,7 +386,7 @@ pub unsafe extern "C" fn lls_model_load_layer(
 ///
 /// # Safety
 /// `ctx`, `model` and `dst` are NULL or live handles; `out` is NULL or points to a writable
-/// `lls_read*`.
+/// `lls_request*`.
 #[no_mangle]
 pub unsafe extern "C" fn lls_model_load_layer_async(
     ctx: *mut lls_context,
@@ -394,7 +394,7 @@ pub unsafe extern "C" fn lls_model_load_layer_async(
     layer: usize,
     dst: *mut lls_buffer,
     dst_offset: usize,
-    out: *mut *mut lls_read,
+    out: *mut *mut lls_request,
 ) -> lls_status {
     guard(|| {
         let ctx = arg_ref!(ctx);
@@ -402,7 +402,7 @@ pub unsafe extern "C" fn lls_model_load_layer_async(
         let dst = arg_ref!(dst);
         check_out!(out);
         let h = m.model.load_layer_async(ctx, layer, dst, dst_offset)?;
-        put!(out, lls_read::into_raw(ReadState::new(h)));
+        put!(out, lls_request::into_raw(RequestState::new(h)));
         Ok(())
     })
 }
