@@ -1,1 +1,43 @@
-fn main() {}
+//! `llmstream`: inspect models, measure the data path, run models.
+
+mod bench;
+mod common;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmstream",
+    version,
+    about = "Stream model weights from NVMe to GPU or host memory, and run models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the GGUF model map: header, metadata, tensors, layers.
+    Inspect(inspect::InspectArgs),
+    /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    common::init_tracing();
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", common::chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}

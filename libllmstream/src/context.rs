@@ -126,6 +126,15 @@ impl Context {
         }
     }
 
+    /// Baseline for benchmarks: the driver's own pinned host → device copy rate (synchronous
+    /// cuMemcpyHtoD of a resident pinned buffer), in bytes per second. `None` on the host backend.
+    pub fn raw_h2d_peak(&self, bytes: usize, iters: u32) -> Result<Option<f64>> {
+        match &*self.inner.backend {
+            Backend::Cuda(c) => c.raw_h2d_peak(bytes, iters).map(Some),
+            Backend::Host => Ok(None),
+        }
+    }
+
     /// Open a file or block device for streaming.
     pub fn open(&self, path: &Path) -> Result<Arc<Source>> {
         let s = Source::open(path, self.inner.config.reader.direct)?;
@@ -435,6 +444,17 @@ impl Buffer {
         Ok(f(s))
     }
 
+    /// Turn a host-addressable buffer into a read-only byte view that lives as long as it is
+    /// held (reads into the buffer are refused meanwhile). Used to keep loaded weights.
+    pub fn into_host_view(self) -> Result<HostView> {
+        let ptr = self
+            .mem
+            .host_ptr()
+            .ok_or_else(|| Error::InvalidArgument("device memory is not host-addressable".into()))?;
+        std::mem::forget(self.borrow()?);
+        Ok(HostView { ptr, buf: self })
+    }
+
     /// Exclude reads into this buffer while the guard lives.
     fn borrow(&self) -> Result<BorrowGuard<'_>> {
         let mut cur = self.state.load(Ordering::Acquire);
@@ -452,6 +472,33 @@ impl Buffer {
                 Err(v) => cur = v,
             }
         }
+    }
+}
+
+/// A read-only view of a host buffer's bytes (see [`Buffer::into_host_view`]).
+#[derive(Debug)]
+pub struct HostView {
+    ptr: *mut u8,
+    buf: Buffer,
+}
+
+// SAFETY: the view only hands out `&[u8]`, and the borrow it holds keeps every writer out.
+unsafe impl Send for HostView {}
+// SAFETY: as above.
+unsafe impl Sync for HostView {}
+
+impl std::ops::Deref for HostView {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is the buffer's memory, kept alive by `buf`; the borrow taken in
+        // `into_host_view` (released in Drop) excludes all writes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.buf.len) }
+    }
+}
+
+impl Drop for HostView {
+    fn drop(&mut self) {
+        self.buf.state.fetch_add(1, Ordering::AcqRel);
     }
 }
 

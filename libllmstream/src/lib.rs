@@ -20,7 +20,7 @@ pub mod staging;
 pub mod stats;
 
 pub use backend::{BackendChoice, BackendKind, BufferKind};
-pub use context::{Buffer, Config, Context, Model, ReadHandle};
+pub use context::{Buffer, Config, Context, HostView, Model, ReadHandle};
 pub use error::{Error, Result};
 pub use io::{DirectChoice, EngineChoice, ReaderConfig, Source};
 pub use stats::Stats;

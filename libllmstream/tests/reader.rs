@@ -13,8 +13,7 @@ use std::sync::{Arc, OnceLock};
 fn data_file() -> &'static (tempfile::TempDir, PathBuf, Vec<u8>) {
     static F: OnceLock<(tempfile::TempDir, PathBuf, Vec<u8>)> = OnceLock::new();
     F.get_or_init(|| {
-        // Not /tmp-as-tmpfs: the repository's file system, where O_DIRECT works.
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = tempfile::tempdir_in(tmp_root()).unwrap();
         let path = dir.path().join("data.bin");
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let bytes: Vec<u8> = (0..(3 << 20) + 12_345)
@@ -31,6 +30,15 @@ fn data_file() -> &'static (tempfile::TempDir, PathBuf, Vec<u8>) {
             .unwrap();
         (dir, path, bytes)
     })
+}
+
+/// Where test files go: the target directory's file system (where O_DIRECT works), or
+/// `LLMSTREAM_TEST_TMPDIR` when the test binary runs on another machine.
+fn tmp_root() -> PathBuf {
+    let p = std::env::var_os("LLMSTREAM_TEST_TMPDIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    std::fs::create_dir_all(&p).unwrap();
+    p
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -214,7 +222,7 @@ fn errors_are_typed() {
 
 #[test]
 fn file_shrinking_under_the_reader_is_an_error_not_garbage() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::tempdir_in(tmp_root()).unwrap();
     let p = dir.path().join("shrink.bin");
     std::fs::write(&p, vec![7u8; 1 << 20]).unwrap();
     let c = &contexts()[1].1.as_ref().unwrap();
@@ -268,4 +276,55 @@ fn shared_context_many_threads() {
     for t in ts {
         t.join().unwrap();
     }
+}
+
+/// On a machine with a GPU: random ranges through VRAM (device buffers, pinned staging, copy
+/// stream) equal the file. Elsewhere it says it was skipped.
+#[test]
+fn cuda_reads_match_std_fs() {
+    let cfg = Config {
+        backend: BackendChoice::Cuda,
+        device: 0,
+        reader: ReaderConfig {
+            staging_buffers: 4,
+            staging_buffer_size: 256 << 10,
+            request_size: 64 << 10,
+            ..ReaderConfig::default()
+        },
+    };
+    let c = match Context::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: no CUDA device ({e})");
+            return;
+        }
+    };
+    assert_eq!(c.backend(), llmstream::BackendKind::Cuda);
+    let total = data_file().2.len() as u64;
+    let mut x = 12345u64;
+    for _ in 0..64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let start = (x >> 20) % total;
+        let len = ((x >> 7) % (900 << 10)).min(total - start);
+        check_range(&c, start, len, (x % 777) as usize);
+    }
+    check_range(&c, 0, total, 0);
+    // RAM tier → VRAM.
+    let (_, path, bytes) = data_file();
+    let src = c.open(path).unwrap();
+    let pinned = c.alloc(BufferKind::Pinned, 1 << 20).unwrap();
+    c.read(&src, 0, 1 << 20, &pinned, 0).unwrap();
+    let dev = c.alloc(BufferKind::Device, 1 << 20).unwrap();
+    c.copy_async(&pinned, 0, &dev, 0, 1 << 20)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut out = vec![0u8; 1 << 20];
+    dev.copy_to_host(0, &mut out).unwrap();
+    assert!(out == bytes[..1 << 20]);
+    let s = c.stats();
+    assert!(s.bytes_to_device >= total, "{s:?}");
+    assert!(s.fallbacks.is_empty(), "{s:?}");
 }

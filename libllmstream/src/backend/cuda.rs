@@ -229,6 +229,27 @@ impl CudaBackend {
         })
     }
 
+    /// The classic bandwidth-test baseline: synchronous cuMemcpyHtoD of a resident pinned
+    /// buffer of `bytes`, `iters` times after one warm-up; returns bytes per second.
+    pub fn raw_h2d_peak(&self, bytes: usize, iters: u32) -> Result<f64> {
+        let host = self.alloc_pinned(bytes)?;
+        let dev = self.alloc_device(bytes)?;
+        self.shared.bind()?;
+        let copy = || {
+            // SAFETY: both allocations are `bytes` long and alive for the call.
+            check("cuMemcpyHtoD", unsafe {
+                sys::cuMemcpyHtoD_v2(dev.ptr(), host.as_mut_ptr().cast::<c_void>(), bytes)
+            })
+        };
+        copy()?;
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            copy()?;
+        }
+        let secs = t.elapsed().as_secs_f64().max(1e-9);
+        Ok(bytes as f64 * f64::from(iters) / secs)
+    }
+
     fn event(&self) -> Result<sys::CUevent> {
         if let Some(e) = self.shared.events.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(e);

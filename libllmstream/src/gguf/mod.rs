@@ -1,23 +1,47 @@
 //! GGUF model map: header parsing (v2 and v3), validation against the file size, and the
 //! grouping of tensors into layers that are read in one bulk request each.
 //!
-//! OWNED BY THE GGUF WORK ITEM: the public items below are the contract the rest of the
-//! library uses; their bodies are filled in there.
+//! The parser trusts nothing in the header: every count and length is checked against the
+//! bytes left before anything is allocated, the decoded metadata is capped at
+//! [`MAX_METADATA_BYTES`], and each kind of damage has its own [`GgufError`] variant naming
+//! the place. Tensor offsets in [`TensorInfo`] are absolute file offsets. Layer grouping rules
+//! are in [`layers`](self#layers).
+//!
+//! # Layers
+//! A tensor named `blk.N.REST` (canonical decimal `N` below [`MAX_LAYERS`], non-empty `REST`)
+//! belongs to layer `N`; every other tensor is a global. Layers must be numbered `0..L`
+//! without holes.
 
+mod error;
+mod layers;
+mod metadata;
+mod parse;
+mod reader;
 mod types;
 
+pub use error::GgufError;
 pub use types::GgmlType;
 
+use std::io::BufReader;
 use std::ops::Range;
+use std::path::Path;
 
-/// What is wrong with a GGUF file. Every variant names the place in the header.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GgufError {
-    /// Placeholder until the parser lands.
-    #[error("GGUF parsing is not implemented yet")]
-    Unimplemented,
-}
+/// `general.alignment` when the file does not set it.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
+pub const MAX_DIMS: u32 = 4;
+/// Deepest nesting of arrays in a metadata value (an array of arrays is 2).
+pub const MAX_ARRAY_DEPTH: usize = 8;
+/// Cap on the memory the decoded metadata may take (values, keys and string bytes).
+pub const MAX_METADATA_BYTES: u64 = 512 << 20;
+/// Longest metadata string value.
+pub const MAX_STRING_LEN: u64 = 64 << 20;
+/// Longest key or tensor name.
+pub const MAX_NAME_LEN: u64 = 64 << 10;
+/// Layer indices must be below this.
+pub const MAX_LAYERS: u32 = 65536;
+/// Read-buffer size used by [`GgufFile::open`] for the header.
+const HEADER_BUF: usize = 1 << 20;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,13 +114,34 @@ pub struct GgufFile {
 impl GgufFile {
     /// Parse the header of a file of `file_len` bytes from `reader`, positioned at its start.
     /// Memory use is bounded by the file size whatever the header claims.
-    pub fn parse<R: std::io::Read>(_reader: R, _file_len: u64) -> Result<Self, GgufError> {
-        Err(GgufError::Unimplemented)
+    pub fn parse<R: std::io::Read>(reader: R, file_len: u64) -> Result<Self, GgufError> {
+        parse::parse(reader, file_len)
     }
 
     /// Parse a whole file held in memory (tests, fuzzing).
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, GgufError> {
-        Self::parse(bytes, bytes.len() as u64)
+        Self::parse(bytes, u64::try_from(bytes.len()).unwrap_or(u64::MAX))
+    }
+
+    /// Open `path` and parse its header through a buffered reader (only the header is read).
+    pub fn open(path: &Path) -> crate::Result<Self> {
+        let file = std::fs::File::open(path).map_err(|source| crate::Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| crate::Error::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        Self::parse(BufReader::with_capacity(HEADER_BUF, file), file_len).map_err(|source| {
+            crate::Error::Gguf {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 
     /// A metadata value by key.
@@ -107,5 +152,10 @@ impl GgufFile {
     /// A tensor by name.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The index of a tensor in [`Self::tensors`] by name.
+    pub fn tensor_index(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
     }
 }

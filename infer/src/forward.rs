@@ -1,0 +1,198 @@
+//! The transformer forward pass (Llama / Qwen2) on the CPU, batched over the tokens of a prompt.
+
+use crate::config::HParams;
+use crate::error::{InferError, Result};
+use crate::kv::{KvCache, KvType};
+use crate::ops;
+use crate::quant;
+use crate::weights::{Tensor, Weights};
+use half::f16;
+
+/// A loaded model ready to run.
+#[derive(Debug)]
+pub struct Transformer {
+    /// Hyper-parameters.
+    pub hp: HParams,
+    /// Weights.
+    pub w: Weights,
+}
+
+/// Per-sequence state: the KV cache, the next position, scratch buffers.
+#[derive(Debug)]
+pub struct State {
+    kv: KvCache,
+    pos: usize,
+    rope: Vec<(f32, f32)>,
+    scores: Vec<f32>,
+    keys: Vec<f32>,
+    vals: Vec<f32>,
+}
+
+impl State {
+    /// Tokens processed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Positions the cache holds.
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Forget everything (start a new sequence).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Keep only the first `n` positions (drop a suffix, e.g. to re-use a chat prefix).
+    pub fn truncate(&mut self, n: usize) {
+        self.pos = self.pos.min(n);
+    }
+}
+
+fn matmul(w: &Tensor, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+    let m = w.matrix()?;
+    if n == 1 {
+        quant::matvec(&m, x, y)
+    } else {
+        quant::matmul(&m, x, n, y)
+    }
+    .map_err(|e| InferError::Quant(format!("{}: {e}", w.name)))
+}
+
+impl Transformer {
+    /// A fresh state with room for `n_ctx` positions.
+    pub fn new_state(&self, n_ctx: usize, kv_type: KvType) -> State {
+        let hp = &self.hp;
+        let width = hp.n_head_kv * hp.head_dim;
+        State {
+            kv: KvCache::new(kv_type, hp.n_layer, n_ctx, width),
+            pos: 0,
+            rope: Vec::with_capacity(hp.n_rot / 2),
+            scores: vec![0.0; n_ctx],
+            keys: vec![0.0; n_ctx * width],
+            vals: vec![0.0; n_ctx * width],
+        }
+    }
+
+    /// Vocabulary size (rows of the output matrix).
+    pub fn n_vocab(&self) -> usize {
+        self.w.output.rows()
+    }
+
+    /// Run `tokens` at the state's next positions; returns the logits of the last one.
+    pub fn forward(&self, st: &mut State, tokens: &[u32]) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(InferError::Invalid("no tokens to run".into()));
+        }
+        if st.pos + n > st.kv.n_ctx() {
+            return Err(InferError::Invalid(format!(
+                "context full: {} + {n} tokens exceed {} positions",
+                st.pos,
+                st.kv.n_ctx()
+            )));
+        }
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let group = hp.n_head / hp.n_head_kv;
+
+        // Embeddings.
+        let emb = &self.w.token_embd;
+        let row_bytes = usize::try_from(emb.ty.bytes_for(d as u64).unwrap_or(0))
+            .map_err(|_| InferError::Invalid("embedding row size".into()))?;
+        let mut x = vec![0f32; n * d];
+        for (i, &t) in tokens.iter().enumerate() {
+            let t = t as usize;
+            if t >= emb.rows() {
+                return Err(InferError::Invalid(format!("token id {t} outside the vocabulary ({})", emb.rows())));
+            }
+            let bytes = &emb.data()[t * row_bytes..(t + 1) * row_bytes];
+            quant::dequantize(emb.ty, bytes, &mut x[i * d..(i + 1) * d])
+                .map_err(|e| InferError::Quant(e.to_string()))?;
+        }
+
+        let mut h = vec![0f32; n * d];
+        let mut q = vec![0f32; n * qd];
+        let mut k = vec![0f32; n * kvd];
+        let mut v = vec![0f32; n * kvd];
+        let mut att = vec![0f32; n * qd];
+        let mut o = vec![0f32; n * d];
+        let mut g = vec![0f32; n * hp.n_ff];
+        let mut u = vec![0f32; n * hp.n_ff];
+        #[allow(clippy::cast_precision_loss)]
+        let kq_scale = 1.0 / (hd as f32).sqrt();
+        let f16_kv = st.kv.ty() == KvType::F16;
+        let rope_freqs = self.w.rope_freqs.as_deref();
+
+        for (li, lw) in self.w.layers.iter().enumerate() {
+            ops::rms_norm(&x, &lw.attn_norm, hp.rms_eps, &mut h);
+            matmul(&lw.wq, &h, n, &mut q)?;
+            matmul(&lw.wk, &h, n, &mut k)?;
+            matmul(&lw.wv, &h, n, &mut v)?;
+            if let Some(b) = &lw.bq {
+                ops::add_bias(&mut q, b);
+            }
+            if let Some(b) = &lw.bk {
+                ops::add_bias(&mut k, b);
+            }
+            if let Some(b) = &lw.bv {
+                ops::add_bias(&mut v, b);
+            }
+            for i in 0..n {
+                let p = st.pos + i;
+                ops::rope_cache(p, hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale, rope_freqs, &mut st.rope);
+                ops::rope_apply(&mut q[i * qd..(i + 1) * qd], hd, hp.n_rot, hp.rope_mode, &st.rope);
+                ops::rope_apply(&mut k[i * kvd..(i + 1) * kvd], hd, hp.n_rot, hp.rope_mode, &st.rope);
+                st.kv.store(li, p, &k[i * kvd..(i + 1) * kvd], &v[i * kvd..(i + 1) * kvd]);
+            }
+            let total = st.pos + n;
+            st.kv.keys(li, total, &mut st.keys);
+            st.kv.values(li, total, &mut st.vals);
+            for i in 0..n {
+                let visible = st.pos + i + 1;
+                for head in 0..hp.n_head {
+                    let kvh = head / group;
+                    let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
+                    let scores = &mut st.scores[..visible];
+                    for (t, s) in scores.iter_mut().enumerate() {
+                        let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                        *s = if f16_kv {
+                            // llama.cpp converts Q to f16 to multiply it with the f16 cache.
+                            kr.iter().zip(qh).map(|(&a, &b)| a * f16::from_f32(b).to_f32()).sum()
+                        } else {
+                            kr.iter().zip(qh).map(|(&a, &b)| a * b).sum()
+                        };
+                    }
+                    ops::softmax_scaled(scores, kq_scale);
+                    let out = &mut att[i * qd + head * hd..i * qd + (head + 1) * hd];
+                    out.fill(0.0);
+                    for (t, &s) in scores.iter().enumerate() {
+                        // ...and the attention weights to f16 to multiply them with f16 V.
+                        let s = if f16_kv { f16::from_f32(s).to_f32() } else { s };
+                        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+                        for (a, &b) in out.iter_mut().zip(vr) {
+                            *a += s * b;
+                        }
+                    }
+                }
+            }
+            matmul(&lw.wo, &att, n, &mut o)?;
+            ops::add_assign(&mut x, &o);
+            ops::rms_norm(&x, &lw.ffn_norm, hp.rms_eps, &mut h);
+            matmul(&lw.w_gate, &h, n, &mut g)?;
+            matmul(&lw.w_up, &h, n, &mut u)?;
+            ops::swiglu(&mut g, &u);
+            matmul(&lw.w_down, &g, n, &mut o)?;
+            ops::add_assign(&mut x, &o);
+        }
+        st.pos += n;
+        let last = &x[(n - 1) * d..];
+        let mut hn = vec![0f32; d];
+        ops::rms_norm(last, &self.w.output_norm, hp.rms_eps, &mut hn);
+        let mut logits = vec![0f32; self.n_vocab()];
+        matmul(&self.w.output, &hn, 1, &mut logits)?;
+        Ok(logits)
+    }
+}
