@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the C examples (stream_checksum, errors) against the libllmstream.so that cargo built.
 #
-#   examples/c/build.sh [--profile release|debug] [--sanitize] [--out DIR]
+#   examples/c/build.sh [--profile release|debug] [--lib FILE] [--sanitize] [--out DIR]
 #
 # Needs `cargo build [--release] -p llmstream` first; finds the library in
-# ${CARGO_TARGET_DIR:-target}/<profile>/. Links the way an installed library is used: DIR/lib
+# ${CARGO_TARGET_DIR:-target}/<profile>/, or takes it from --lib. Links the way an installed library is used: DIR/lib
 # holds libllmstream.so and libllmstream.so.0 (the SONAME) as links to cargo's file, and the
 # programs carry DIR/lib as their rpath. --sanitize builds with ASan and UBSan (the Rust library
 # itself is not instrumented). Also checks that the header compiles as C++ (cpp_compat).
@@ -12,18 +12,20 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 profile=release
+lib=
 sanitize=0
 out=
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
+    --lib) lib=$2; shift 2 ;;
     --sanitize) sanitize=1; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "usage: $0 [--profile release|debug] [--sanitize] [--out DIR]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--profile release|debug] [--lib FILE] [--sanitize] [--out DIR]" >&2; exit 2 ;;
   esac
 done
 target=${CARGO_TARGET_DIR:-$repo/target}
-lib=$target/$profile/libllmstream.so
+lib=${lib:-$target/$profile/libllmstream.so}
 if [ ! -f "$lib" ]; then
   echo "$lib not found: run cargo build --profile $profile -p llmstream first" >&2
   exit 1
@@ -36,6 +38,7 @@ if [ -z "$out" ]; then
 fi
 mkdir -p "$out/lib"
 out=$(cd "$out" && pwd)
+lib=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
 soname=$(readelf -d "$lib" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
 if [ -z "$soname" ]; then
   echo "$lib has no SONAME" >&2
