@@ -244,7 +244,7 @@ impl Spec {
                 .checked_next_multiple_of(self.alignment)
                 .unwrap_or(u64::MAX);
             put_str(&mut out, &t.name);
-            out.extend((t.dims.len() as u32).to_le_bytes());
+            out.extend(u32::try_from(t.dims.len()).unwrap().to_le_bytes());
             for d in &t.dims {
                 out.extend(d.to_le_bytes());
             }
@@ -252,11 +252,11 @@ impl Spec {
             out.extend(off.to_le_bytes());
         }
         let header_end = out.len();
-        let data_offset = header_end.next_multiple_of(self.alignment as usize);
+        let data_offset = header_end.next_multiple_of(usize::try_from(self.alignment).unwrap());
         out.resize(data_offset, 0);
         // Data: a recognisable pattern, up to the end of the last tensor, no trailing padding.
         let data_len = usize::try_from(data_end).unwrap().min(1 << 20);
-        out.extend((0..data_len).map(|i| (i % 251) as u8));
+        out.extend((0..data_len).map(|i| u8::try_from(i % 251).unwrap()));
         Built {
             bytes: out,
             kv_start,
@@ -1187,10 +1187,10 @@ fn smollm2_matches_the_gguf_python_reader() {
     assert_eq!(f.architecture(), Some("llama"));
     assert_eq!(f.get_arch_u32("block_count"), Some(30));
     assert_eq!(f.get_u32("llama.embedding_length"), Some(576));
-    assert_eq!(
-        f.get_arch_f32("rope.freq_base"),
-        Some(md["llama.rope.freq_base"].as_f64().unwrap() as f32)
-    );
+    // The fixture holds the f32 widened to f64: narrowing it back is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let freq_base = md["llama.rope.freq_base"].as_f64().unwrap() as f32;
+    assert_eq!(f.get_arch_f32("rope.freq_base"), Some(freq_base));
     assert_eq!(f.get_f32("llama.rope.freq_base"), Some(100000.0));
     let tokens = f.get_str_array("tokenizer.ggml.tokens").unwrap();
     assert_eq!(tokens.len(), 49152);

@@ -48,11 +48,7 @@ impl<'a> QMatrix<'a> {
     pub fn row_bytes(&self) -> usize {
         // `new` checked `rows * row_bytes == data.len()`; recompute from the data so a
         // hand-built value cannot make this disagree with the slice.
-        if self.rows == 0 {
-            0
-        } else {
-            self.data.len() / self.rows
-        }
+        self.data.len().checked_div(self.rows).unwrap_or(0)
     }
 
     /// The bytes of row `r`.
