@@ -106,10 +106,7 @@ impl Transformer {
         for (i, &t) in tokens.iter().enumerate() {
             let t = t as usize;
             if t >= emb.rows() {
-                return Err(InferError::Invalid(format!(
-                    "token id {t} outside the vocabulary ({})",
-                    emb.rows()
-                )));
+                return Err(InferError::Invalid(format!("token id {t} outside the vocabulary ({})", emb.rows())));
             }
             let bytes = &emb.data()[t * row_bytes..(t + 1) * row_bytes];
             quant::dequantize(emb.ty, bytes, &mut x[i * d..(i + 1) * d])
@@ -145,34 +142,10 @@ impl Transformer {
             }
             for i in 0..n {
                 let p = st.pos + i;
-                ops::rope_cache(
-                    p,
-                    hp.n_rot,
-                    hp.rope_freq_base,
-                    hp.rope_freq_scale,
-                    rope_freqs,
-                    &mut st.rope,
-                );
-                ops::rope_apply(
-                    &mut q[i * qd..(i + 1) * qd],
-                    hd,
-                    hp.n_rot,
-                    hp.rope_mode,
-                    &st.rope,
-                );
-                ops::rope_apply(
-                    &mut k[i * kvd..(i + 1) * kvd],
-                    hd,
-                    hp.n_rot,
-                    hp.rope_mode,
-                    &st.rope,
-                );
-                st.kv.store(
-                    li,
-                    p,
-                    &k[i * kvd..(i + 1) * kvd],
-                    &v[i * kvd..(i + 1) * kvd],
-                );
+                ops::rope_cache(p, hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale, rope_freqs, &mut st.rope);
+                ops::rope_apply(&mut q[i * qd..(i + 1) * qd], hd, hp.n_rot, hp.rope_mode, &st.rope);
+                ops::rope_apply(&mut k[i * kvd..(i + 1) * kvd], hd, hp.n_rot, hp.rope_mode, &st.rope);
+                st.kv.store(li, p, &k[i * kvd..(i + 1) * kvd], &v[i * kvd..(i + 1) * kvd]);
             }
             let total = st.pos + n;
             st.kv.keys(li, total, &mut st.keys);
@@ -187,10 +160,7 @@ impl Transformer {
                         let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
                         *s = if f16_kv {
                             // llama.cpp converts Q to f16 to multiply it with the f16 cache.
-                            kr.iter()
-                                .zip(qh)
-                                .map(|(&a, &b)| a * f16::from_f32(b).to_f32())
-                                .sum()
+                            kr.iter().zip(qh).map(|(&a, &b)| a * f16::from_f32(b).to_f32()).sum()
                         } else {
                             kr.iter().zip(qh).map(|(&a, &b)| a * b).sum()
                         };
