@@ -59,8 +59,11 @@ fn have(tool: &str) -> bool {
 /// `errors`.
 fn build_examples(sanitize: bool) -> PathBuf {
     let so = cdylib();
-    let out = so
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/c-abi-test/{plain,asan}
+    let out = exe
         .parent()
+        .and_then(Path::parent)
         .unwrap()
         .join("c-abi-test")
         .join(if sanitize { "asan" } else { "plain" });

@@ -12,8 +12,8 @@ use std::ffi::c_char;
 use std::mem::{align_of, offset_of, size_of};
 
 /// A streaming context: one backend, one storage reader and one worker thread. Thread-safe: any
-/// thread may use a context at the same time as others. Free it with `lls_context_free` after
-/// every `lls_request` issued through it (freeing it waits for reads in flight to finish).
+/// thread may use a context at the same time as others. `lls_context_free` waits for the reads
+/// in flight to finish.
 #[allow(non_camel_case_types)]
 pub struct lls_context {
     _private: [u8; 0],

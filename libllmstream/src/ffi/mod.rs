@@ -41,3 +41,18 @@ pub(crate) fn text_of_last_error() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The threading rules of docs/c-api.md rest on these.
+    #[test]
+    fn handle_targets_are_thread_safe() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<crate::Context>();
+        send_sync::<std::sync::Arc<crate::Source>>();
+        send_sync::<crate::Buffer>();
+        send_sync::<crate::Model>();
+        send::<crate::ReadHandle>();
+    }
+}
