@@ -384,8 +384,8 @@ typedef struct lls_buffer lls_buffer;
 
 /**
  * A streaming context: one backend, one storage reader and one worker thread. Thread-safe: any
- * thread may use a context at the same time as others. Free it with `lls_context_free` after
- * every `lls_request` issued through it (freeing it waits for reads in flight to finish).
+ * thread may use a context at the same time as others. `lls_context_free` waits for the reads
+ * in flight to finish.
  */
 typedef struct lls_context lls_context;
 
