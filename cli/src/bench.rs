@@ -72,9 +72,11 @@ fn drop_cache(src: &Source, warm: bool) {
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let mut reader = ReaderConfig::default();
-    reader.engine = a.engine.parse::<EngineChoice>()?;
-    reader.direct = a.direct.parse::<DirectChoice>()?;
+    let mut reader = ReaderConfig {
+        engine: a.engine.parse::<EngineChoice>()?,
+        direct: a.direct.parse::<DirectChoice>()?,
+        ..ReaderConfig::default()
+    };
     if let Some(q) = a.queue_depth {
         reader.queue_depth = q;
     }

@@ -21,7 +21,7 @@ fn data_file() -> &'static (tempfile::TempDir, PathBuf, Vec<u8>) {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                (x >> 24) as u8
+                x.to_le_bytes()[3] // bits 24..32
             })
             .collect();
         std::fs::File::create(&path)

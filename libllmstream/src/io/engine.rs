@@ -44,6 +44,8 @@ pub(crate) struct Completion {
 }
 
 /// The engine in use.
+// One engine per context: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Engine {
     Uring(UringEngine),
     Threads(ThreadEngine),

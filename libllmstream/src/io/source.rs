@@ -102,9 +102,8 @@ impl Source {
             .open(proc_path)?;
         // Some file systems accept the flag at open and refuse the reads: probe one block.
         if self.len > 0 {
-            let buf = AlignedBuf::new(self.offset_align as usize)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let want = self.offset_align as usize;
+            let want = usize::try_from(self.offset_align).map_err(std::io::Error::other)?;
+            let buf = AlignedBuf::new(want).map_err(|e| std::io::Error::other(e.to_string()))?;
             // SAFETY: `buf` is a live mapping of at least `want` bytes, and the descriptor is open.
             let n = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), want, 0) };
             if n < 0 {
