@@ -102,7 +102,8 @@ impl ModelArgs {
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Engine::load(&self.model, threads).with_context(|| format!("loading {}", self.model.display()))
+        Engine::load(&self.model, threads)
+            .with_context(|| format!("loading {}", self.model.display()))
     }
 
     fn sampler(&self) -> Sampler {
@@ -135,12 +136,19 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut sampler = a.model.sampler();
     let mut history = Vec::new();
     let mut out = std::io::stdout().lock();
-    let g = engine.generate(&mut state, &prompt, a.n_predict, &mut sampler, &mut history, |t| {
-        if !a.json {
-            let _ = out.write_all(t.as_bytes());
-            let _ = out.flush();
-        }
-    })?;
+    let g = engine.generate(
+        &mut state,
+        &prompt,
+        a.n_predict,
+        &mut sampler,
+        &mut history,
+        |t| {
+            if !a.json {
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+            }
+        },
+    )?;
     if a.json {
         let o = serde_json::json!({
             "prompt_tokens": g.prompt_tokens,
@@ -211,10 +219,17 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
         );
         let mut history = Vec::new();
         let mut out = std::io::stdout().lock();
-        let g = engine.generate(&mut state, &ids, a.n_predict, &mut sampler, &mut history, |t| {
-            let _ = out.write_all(t.as_bytes());
-            let _ = out.flush();
-        })?;
+        let g = engine.generate(
+            &mut state,
+            &ids,
+            a.n_predict,
+            &mut sampler,
+            &mut history,
+            |t| {
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+            },
+        )?;
         writeln!(out)?;
         messages.push(ChatMessage::assistant(g.text.trim().to_string()));
         // What the model saw: the template up to the generation prompt plus its answer.
@@ -223,7 +238,9 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
             // The cache does not end where the template would continue: re-render next time.
             rendered_so_far.clear();
         } else if let Some(&eog) = g.generated_tokens.last() {
-            rendered_so_far.push_str(&String::from_utf8_lossy(&engine.tokenizer.token_to_piece_with(eog, true)));
+            rendered_so_far.push_str(&String::from_utf8_lossy(
+                &engine.tokenizer.token_to_piece_with(eog, true),
+            ));
         }
     }
     Ok(())
@@ -235,8 +252,10 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
         ..llmstream::Config::default()
     })?;
     let m = ctx.open_model(&a.model)?;
-    let spec = llmstream_infer::tokenizer::TokenizerSpec::from_gguf(m.gguf()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tok = llmstream_infer::tokenizer::Tokenizer::new(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = llmstream_infer::tokenizer::TokenizerSpec::from_gguf(m.gguf())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tok =
+        llmstream_infer::tokenizer::Tokenizer::new(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let ids = tok
         .encode(&a.text, !a.no_bos, a.special)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -244,7 +263,10 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
         println!("{}", serde_json::json!({ "tokens": ids }));
     } else {
         for id in ids {
-            println!("{id:>8} {:?}", String::from_utf8_lossy(&tok.token_to_piece_with(id, true)));
+            println!(
+                "{id:>8} {:?}",
+                String::from_utf8_lossy(&tok.token_to_piece_with(id, true))
+            );
         }
     }
     Ok(())

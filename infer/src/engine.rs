@@ -68,7 +68,8 @@ impl Engine {
         let ctx = Context::new(cfg)?;
         let m = ctx.open_model(path)?;
         let hp = HParams::from_gguf(m.gguf())?;
-        let spec = TokenizerSpec::from_gguf(m.gguf()).map_err(|e| InferError::Tokenizer(e.to_string()))?;
+        let spec =
+            TokenizerSpec::from_gguf(m.gguf()).map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let chat_template = spec.chat_template.clone();
         let tokenizer = Tokenizer::new(spec).map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let w = Weights::load(&ctx, &m, &hp)?;

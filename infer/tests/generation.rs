@@ -7,7 +7,7 @@
 //! llama.cpp's own top-2 logit margin is below `NEAR_TIE` (there the order of two almost equal
 //! logits is a rounding question), and every first-token logit is within `LOGIT_TOL`. The count of
 //! fully equal 32-token continuations is printed.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use llmstream::{BackendChoice, Config, Context};
 use llmstream_infer::{sampler::argmax, weights::Weights, HParams, KvType, Transformer};
@@ -62,8 +62,11 @@ fn check(model_path: PathBuf, fixture: &str) {
         );
         return;
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
-    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(fx["kv_type"], "f32");
     let t = load(&model_path);
     let mut worst = 0f32;
@@ -73,7 +76,12 @@ fn check(model_path: PathBuf, fixture: &str) {
     for case in cases {
         let prompt = ids(&case["prompt_tokens"]);
         let want = ids(&case["greedy"]);
-        let margins: Vec<f64> = case["margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = case["margins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         let mut st = t.new_state(512, KvType::F32);
         let mut logits = t.forward(&mut st, &prompt).unwrap();
         for pair in case["top_logits"].as_array().unwrap() {
@@ -96,7 +104,10 @@ fn check(model_path: PathBuf, fixture: &str) {
             continue;
         }
         let k = got.len() - 1;
-        let first_tie = margins.iter().position(|&m| m < NEAR_TIE).unwrap_or(usize::MAX);
+        let first_tie = margins
+            .iter()
+            .position(|&m| m < NEAR_TIE)
+            .unwrap_or(usize::MAX);
         eprintln!(
             "{:?}: diverges at step {k} (llama.cpp margin there {:.3}, first near tie at step {first_tie})",
             case["prompt"], margins[k]
@@ -114,7 +125,10 @@ fn check(model_path: PathBuf, fixture: &str) {
         fx["n"]
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(worst <= LOGIT_TOL, "first-token logits differ by {worst} > {LOGIT_TOL}");
+    assert!(
+        worst <= LOGIT_TOL,
+        "first-token logits differ by {worst} > {LOGIT_TOL}"
+    );
 }
 
 #[test]
