@@ -117,6 +117,7 @@ struct Chunk {
     take: usize,
     pieces_left: usize,
     need_end: usize,
+    req: usize,
     ticket: Option<Ticket>,
 }
 
@@ -349,7 +350,15 @@ impl Worker {
             job.next = want_end;
             job.chunks_out += 1;
             let total = read_end - aligned_off;
-            let req = self.cfg.request_size as u64;
+            // Split at the device's largest request, rounded down to the alignment.
+            let req_us = job
+                .src
+                .max_request()
+                .filter(|m| *m >= 4096)
+                .map_or(self.cfg.request_size, |m| {
+                    self.cfg.request_size.min(m & !4095)
+                });
+            let req = req_us as u64;
             let pieces = total.div_ceil(req);
             let base = self.pool.slot(slot).as_mut_ptr();
             #[allow(clippy::cast_possible_truncation)] // all below slot_size, a usize
@@ -360,6 +369,7 @@ impl Worker {
                 take: take as usize,
                 pieces_left: pieces as usize,
                 need_end: (skip + take) as usize,
+                req: req_us,
                 ticket: None,
             };
             for p in 0..pieces {
@@ -390,7 +400,7 @@ impl Worker {
         let Some(Some(chunk)) = self.chunks.get_mut(slot) else {
             return;
         };
-        let req = self.cfg.request_size;
+        let req = chunk.req;
         #[allow(clippy::cast_possible_truncation)] // piece * req < slot_size
         let piece_off = piece as usize * req;
         let job_id = chunk.job;

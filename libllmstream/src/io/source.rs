@@ -22,6 +22,7 @@ pub struct Source {
     direct: Option<File>,
     offset_align: u64,
     mem_align: usize,
+    max_request: Option<usize>,
     direct_refused: Option<String>,
 }
 
@@ -65,6 +66,8 @@ impl Source {
             meta.len()
         };
         let (offset_align, mem_align) = dio_alignment(&buffered, is_blk);
+        let max_request = sysfs_queue_value(&buffered, is_blk, "max_sectors_kb")
+            .and_then(|kb| usize::try_from(kb).ok()?.checked_mul(1024));
         let mut src = Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path,
@@ -73,6 +76,7 @@ impl Source {
             direct: None,
             offset_align,
             mem_align,
+            max_request,
             direct_refused: None,
         };
         if direct != DirectChoice::Off {
@@ -157,6 +161,12 @@ impl Source {
         self.mem_align
     }
 
+    /// The largest request the device takes in one piece (sysfs `max_sectors_kb`), when known:
+    /// the reader splits its requests at this size.
+    pub fn max_request(&self) -> Option<usize> {
+        self.max_request
+    }
+
     /// The descriptor reads use.
     pub fn read_fd(&self) -> RawFd {
         self.direct
@@ -221,7 +231,7 @@ fn dio_alignment(f: &File, is_blk: bool) -> (u64, usize) {
             512
         }
     } else {
-        sysfs_logical_block_size(f).unwrap_or(512)
+        sysfs_queue_value(f, false, "logical_block_size").unwrap_or(512)
     };
     (lbs.max(512), page)
 }
@@ -247,14 +257,17 @@ fn statx_dio(f: &File) -> Option<(u32, u32)> {
     Some((st.stx_dio_mem_align, st.stx_dio_offset_align))
 }
 
-fn sysfs_logical_block_size(f: &File) -> Option<u64> {
+/// A value of the block queue behind `f` (the device itself, or for a file the device holding
+/// its file system; partitions read their parent's queue).
+fn sysfs_queue_value(f: &File, is_blk: bool, name: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    let dev = f.metadata().ok()?.dev();
+    let meta = f.metadata().ok()?;
+    let dev = if is_blk { meta.rdev() } else { meta.dev() };
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let base = format!("/sys/dev/block/{major}:{minor}");
     for p in [
-        format!("{base}/queue/logical_block_size"),
-        format!("{base}/../queue/logical_block_size"),
+        format!("{base}/queue/{name}"),
+        format!("{base}/../queue/{name}"),
     ] {
         if let Ok(s) = std::fs::read_to_string(&p) {
             if let Ok(v) = s.trim().parse::<u64>() {
