@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod doctor;
 mod inspect;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
     Bench(bench::BenchArgs),
+    /// Check what this machine allows on the data path and which path llmstream takes.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
