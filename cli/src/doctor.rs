@@ -69,10 +69,11 @@ fn write_text(out: &mut impl Write, report: &Report) -> io::Result<()> {
         }
     }
     writeln!(out)?;
-    writeln!(out, "path: {} ({})", report.path.as_str(), report.path_reason)?;
     writeln!(
         out,
-        "platform allows: {}",
-        report.platform_best.as_str()
-    )
+        "path: {} ({})",
+        report.path.as_str(),
+        report.path_reason
+    )?;
+    writeln!(out, "platform allows: {}", report.platform_best.as_str())
 }

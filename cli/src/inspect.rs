@@ -302,10 +302,7 @@ mod tests {
     fn long_values_are_summarised() {
         let tokens = Value::Array((0..49152).map(|_| Value::String("a".into())).collect());
         assert_eq!(value_text(&tokens), "[49152 strings]");
-        assert_eq!(
-            value_json(&tokens),
-            json!({"type": "string", "len": 49152})
-        );
+        assert_eq!(value_json(&tokens), json!({"type": "string", "len": 49152}));
         let short = Value::Array(vec![Value::I32(1), Value::I32(-2)]);
         assert_eq!(value_text(&short), "[1, -2]");
         assert_eq!(value_json(&short), json!([1, -2]));

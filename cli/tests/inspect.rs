@@ -43,7 +43,11 @@ fn assert_one_error_line(out: &Output, needle: &str) {
 fn json_of_smollm2() {
     let Some(model) = smollm2() else { return };
     let out = inspect(&[model.as_os_str(), "--json".as_ref()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], 3);
     assert_eq!(v["alignment"], 32);
@@ -51,11 +55,17 @@ fn json_of_smollm2() {
     assert_eq!(v["data_offset"], 1_785_664);
     assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
     assert_eq!(v["layers"].as_array().unwrap().len(), 30);
-    assert_eq!(v["globals"], serde_json::json!(["token_embd.weight", "output_norm.weight"]));
+    assert_eq!(
+        v["globals"],
+        serde_json::json!(["token_embd.weight", "output_norm.weight"])
+    );
     let md = &v["metadata"];
     assert_eq!(md["general.architecture"], "llama");
     assert_eq!(md["llama.block_count"], 30);
-    assert_eq!(md["tokenizer.ggml.tokens"], serde_json::json!({"type": "string", "len": 49152}));
+    assert_eq!(
+        md["tokenizer.ggml.tokens"],
+        serde_json::json!({"type": "string", "len": 49152})
+    );
     let t0 = &v["tensors"][0];
     assert_eq!(t0["name"], "token_embd.weight");
     assert_eq!(t0["type"], "Q8_0");
@@ -78,17 +88,25 @@ fn tables_of_smollm2() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("GGUF version: 3"), "{text}");
     assert!(text.contains("data offset:  1785664"));
-    assert!(text.contains("tensors:      272 (Q8_0×1 F32×61 Q4_1×210;"), "{text}");
+    assert!(
+        text.contains("tensors:      272 (Q8_0×1 F32×61 Q4_1×210;"),
+        "{text}"
+    );
     assert!(text.contains("[49152 strings]"));
     assert!(text.contains("30 (30 contiguous)"));
     // The chat template is long: cut.
     assert!(text.contains("chars)"));
-    assert!(text.lines().any(|l| l.contains("blk.29.ffn_up.weight") && l.contains("Q4_1")));
+    assert!(text
+        .lines()
+        .any(|l| l.contains("blk.29.ffn_up.weight") && l.contains("Q4_1")));
 }
 
 fn truncated_copy(model: &Path, dir: &Path, len: usize) -> PathBuf {
     let mut head = vec![0u8; len];
-    std::fs::File::open(model).unwrap().read_exact(&mut head).unwrap();
+    std::fs::File::open(model)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
     let path = dir.join("truncated.gguf");
     std::fs::write(&path, head).unwrap();
     path

@@ -103,10 +103,11 @@ pub(crate) fn meta_str<'a>(g: &'a GgufFile, key: &str) -> Option<&'a str> {
 impl HParams {
     /// Read and check the hyper-parameters.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let arch_name = meta_str(g, "general.architecture").ok_or_else(|| InferError::Metadata {
-            key: "general.architecture".into(),
-            problem: "is missing".into(),
-        })?;
+        let arch_name =
+            meta_str(g, "general.architecture").ok_or_else(|| InferError::Metadata {
+                key: "general.architecture".into(),
+                problem: "is missing".into(),
+            })?;
         let (arch, rope_mode) = match arch_name {
             "llama" => (Arch::Llama, RopeMode::Normal),
             "qwen2" => (Arch::Qwen2, RopeMode::Neox),
@@ -131,7 +132,10 @@ impl HParams {
         let head_dim = meta_usize(g, &k("attention.key_length")).unwrap_or(n_embd / n_head);
         let n_rot = meta_usize(g, &k("rope.dimension_count")).unwrap_or(head_dim);
         if head_dim == 0 || n_rot > head_dim || n_rot % 2 != 0 {
-            return Err(bad("rope.dimension_count", format!("{n_rot} with head width {head_dim}")));
+            return Err(bad(
+                "rope.dimension_count",
+                format!("{n_rot} with head width {head_dim}"),
+            ));
         }
         let rope_freq_base = meta_f32(g, &k("rope.freq_base")).unwrap_or(10_000.0);
         let mut rope_freq_scale = 1.0;

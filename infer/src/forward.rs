@@ -110,7 +110,10 @@ impl Transformer {
         for (i, &t) in tokens.iter().enumerate() {
             let t = t as usize;
             if t >= emb.rows() {
-                return Err(InferError::Invalid(format!("token id {t} outside the vocabulary ({})", emb.rows())));
+                return Err(InferError::Invalid(format!(
+                    "token id {t} outside the vocabulary ({})",
+                    emb.rows()
+                )));
             }
             let bytes = &emb.data()[t * row_bytes..(t + 1) * row_bytes];
             quant::dequantize(emb.ty, bytes, &mut x[i * d..(i + 1) * d])
@@ -146,10 +149,34 @@ impl Transformer {
             }
             for i in 0..n {
                 let p = st.pos + i;
-                ops::rope_cache(p, hp.n_rot, hp.rope_freq_base, hp.rope_freq_scale, rope_freqs, &mut st.rope);
-                ops::rope_apply(&mut q[i * qd..(i + 1) * qd], hd, hp.n_rot, hp.rope_mode, &st.rope);
-                ops::rope_apply(&mut k[i * kvd..(i + 1) * kvd], hd, hp.n_rot, hp.rope_mode, &st.rope);
-                st.kv.store(li, p, &k[i * kvd..(i + 1) * kvd], &v[i * kvd..(i + 1) * kvd]);
+                ops::rope_cache(
+                    p,
+                    hp.n_rot,
+                    hp.rope_freq_base,
+                    hp.rope_freq_scale,
+                    rope_freqs,
+                    &mut st.rope,
+                );
+                ops::rope_apply(
+                    &mut q[i * qd..(i + 1) * qd],
+                    hd,
+                    hp.n_rot,
+                    hp.rope_mode,
+                    &st.rope,
+                );
+                ops::rope_apply(
+                    &mut k[i * kvd..(i + 1) * kvd],
+                    hd,
+                    hp.n_rot,
+                    hp.rope_mode,
+                    &st.rope,
+                );
+                st.kv.store(
+                    li,
+                    p,
+                    &k[i * kvd..(i + 1) * kvd],
+                    &v[i * kvd..(i + 1) * kvd],
+                );
             }
             let total = st.pos + n;
             st.kv.keys(li, total, &mut st.keys);
@@ -170,7 +197,8 @@ impl Transformer {
                     for (t, s) in scores.iter_mut().enumerate() {
                         let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
                         let dot: f64 = kr.iter().zip(&st.qv).map(|(&a, &b)| f64::from(a) * b).sum();
-                        #[allow(clippy::cast_possible_truncation)] // the score is an f32 in ggml too
+                        #[allow(clippy::cast_possible_truncation)]
+                        // the score is an f32 in ggml too
                         {
                             *s = dot as f32;
                         }

@@ -69,8 +69,12 @@ impl KvCache {
             ty,
             n_ctx,
             width,
-            k: (0..n_layer).map(|_| Store::new(ty, n_ctx * width)).collect(),
-            v: (0..n_layer).map(|_| Store::new(ty, n_ctx * width)).collect(),
+            k: (0..n_layer)
+                .map(|_| Store::new(ty, n_ctx * width))
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| Store::new(ty, n_ctx * width))
+                .collect(),
         }
     }
 

@@ -20,7 +20,14 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 
 /// Precomputed cos/sin for one position: `n_rot/2` pairs, as ggml's rope cache builds them
 /// (theta multiplied by `theta_scale` pair after pair, in f32).
-pub fn rope_cache(pos: usize, n_rot: usize, base: f32, freq_scale: f32, factors: Option<&[f32]>, cache: &mut Vec<(f32, f32)>) {
+pub fn rope_cache(
+    pos: usize,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    factors: Option<&[f32]>,
+    cache: &mut Vec<(f32, f32)>,
+) {
     cache.clear();
     #[allow(clippy::cast_precision_loss)]
     let theta_scale = base.powf(-2.0 / n_rot as f32);
@@ -35,7 +42,13 @@ pub fn rope_cache(pos: usize, n_rot: usize, base: f32, freq_scale: f32, factors:
 }
 
 /// Rotate the first `n_rot` dims of each `head_dim`-wide head in `x` (one token).
-pub fn rope_apply(x: &mut [f32], head_dim: usize, n_rot: usize, mode: RopeMode, cache: &[(f32, f32)]) {
+pub fn rope_apply(
+    x: &mut [f32],
+    head_dim: usize,
+    n_rot: usize,
+    mode: RopeMode,
+    cache: &[(f32, f32)],
+) {
     for head in x.chunks_exact_mut(head_dim) {
         match mode {
             RopeMode::Normal => {

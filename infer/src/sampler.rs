@@ -83,7 +83,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if seen.insert(t) {
                     if let Some(l) = logits_buf.get_mut(t as usize) {
-                        *l = if *l <= 0.0 { *l * c.repeat_penalty } else { *l / c.repeat_penalty };
+                        *l = if *l <= 0.0 {
+                            *l * c.repeat_penalty
+                        } else {
+                            *l / c.repeat_penalty
+                        };
                     }
                 }
             }
@@ -93,8 +97,12 @@ impl Sampler {
             return argmax(logits);
         }
         self.cand.clear();
-        self.cand
-            .extend(logits.iter().enumerate().map(|(i, &l)| (u32::try_from(i).unwrap_or(0), l)));
+        self.cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (u32::try_from(i).unwrap_or(0), l)),
+        );
         self.cand
             .sort_unstable_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
         if c.top_k > 0 && c.top_k < self.cand.len() {
@@ -125,7 +133,11 @@ impl Sampler {
         self.cand.truncate(keep);
         // Temperature over the survivors, then draw.
         let max = self.cand[0].1;
-        let weights: Vec<f32> = self.cand.iter().map(|x| ((x.1 - max) / c.temperature).exp()).collect();
+        let weights: Vec<f32> = self
+            .cand
+            .iter()
+            .map(|x| ((x.1 - max) / c.temperature).exp())
+            .collect();
         let total: f32 = weights.iter().sum();
         let mut r = self.rng.random::<f32>() * total;
         for (i, w) in weights.iter().enumerate() {
@@ -145,11 +157,27 @@ mod tests {
     #[test]
     fn greedy_and_seeded() {
         let logits = [0.1f32, 3.0, 2.9, -1.0];
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits, &[]), 1);
-        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
-        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..20).map(|_| s.sample(&logits, &[])).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(cfg); (0..20).map(|_| s.sample(&logits, &[])).collect() };
+        let cfg = SamplerConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..20).map(|_| s.sample(&logits, &[])).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(cfg);
+            (0..20).map(|_| s.sample(&logits, &[])).collect()
+        };
         assert_eq!(a, b);
         assert!(a.iter().all(|&t| t < 4));
         assert!(a.contains(&1) && a.contains(&2));
@@ -158,9 +186,17 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_penalty_changes_choice() {
         let logits = [0.1f32, 3.0, 2.9, -1.0];
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits, &[]), 1);
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits, &[1]), 2);
     }
 }

@@ -11,7 +11,11 @@ use std::sync::Arc;
 /// Bytes of one tensor.
 #[derive(Debug, Clone)]
 enum Bytes {
-    View { view: Arc<HostView>, off: usize, len: usize },
+    View {
+        view: Arc<HostView>,
+        off: usize,
+        len: usize,
+    },
     Owned(Arc<Vec<u8>>),
 }
 
@@ -143,7 +147,9 @@ impl Weights {
         check_shape(&output_norm, &[hp.n_embd])?;
         let output = global("output.weight")?.unwrap_or_else(|| token_embd.clone());
         check_shape(&output, &[hp.n_embd, output.rows()])?;
-        let rope_freqs = global("rope_freqs.weight")?.map(|t| t.to_f32()).transpose()?;
+        let rope_freqs = global("rope_freqs.weight")?
+            .map(|t| t.to_f32())
+            .transpose()?;
         if let Some(f) = &rope_freqs {
             if f.len() != hp.n_rot / 2 {
                 return Err(InferError::Tensor {
@@ -157,18 +163,29 @@ impl Weights {
         if model.layer_count() != hp.n_layer {
             return Err(InferError::Metadata {
                 key: "block_count".into(),
-                problem: format!("says {} but the file has {} layers", hp.n_layer, model.layer_count()),
+                problem: format!(
+                    "says {} but the file has {} layers",
+                    hp.n_layer,
+                    model.layer_count()
+                ),
             });
         }
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let layer = model.layer(i)?;
             // One bulk read of the layer's span; tensors are views into it.
-            let view = Arc::new(model.load_layer_owned(ctx, i, BufferKind::Host)?.into_host_view()?);
+            let view = Arc::new(
+                model
+                    .load_layer_owned(ctx, i, BufferKind::Host)?
+                    .into_host_view()?,
+            );
             bytes += view.len() as u64;
             let find = |suffix: &str| -> Option<Tensor> {
                 let name = format!("blk.{i}.{suffix}");
-                let &ti = layer.tensors.iter().find(|&&ti| g.tensors[ti].name == name)?;
+                let &ti = layer
+                    .tensors
+                    .iter()
+                    .find(|&&ti| g.tensors[ti].name == name)?;
                 let t = &g.tensors[ti];
                 let off = usize::try_from(t.offset - layer.span.start).ok()?;
                 let len = usize::try_from(t.size).ok()?;

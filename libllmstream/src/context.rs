@@ -447,10 +447,9 @@ impl Buffer {
     /// Turn a host-addressable buffer into a read-only byte view that lives as long as it is
     /// held (reads into the buffer are refused meanwhile). Used to keep loaded weights.
     pub fn into_host_view(self) -> Result<HostView> {
-        let ptr = self
-            .mem
-            .host_ptr()
-            .ok_or_else(|| Error::InvalidArgument("device memory is not host-addressable".into()))?;
+        let ptr = self.mem.host_ptr().ok_or_else(|| {
+            Error::InvalidArgument("device memory is not host-addressable".into())
+        })?;
         std::mem::forget(self.borrow()?);
         Ok(HostView { ptr, buf: self })
     }

@@ -6,7 +6,9 @@ use llmstream::doctor::{diagnose, DataPath, Options, Report, SystemView, Verdict
 use std::path::{Path, PathBuf};
 
 fn run(tree: &str) -> Report {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/doctor").join(tree);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/doctor")
+        .join(tree);
     assert!(root.is_dir(), "missing fixture {}", root.display());
     let view = SystemView::new(root);
     assert!(!view.is_live());

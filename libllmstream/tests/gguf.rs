@@ -193,7 +193,10 @@ impl Spec {
             "t.nested",
             V::Arr(
                 9,
-                vec![V::Arr(4, vec![V::U32(1), V::U32(2)]), V::Arr(8, vec![V::s("x")])],
+                vec![
+                    V::Arr(4, vec![V::U32(1), V::U32(2)]),
+                    V::Arr(8, vec![V::s("x")]),
+                ],
             ),
         );
         s.tensors = vec![
@@ -364,7 +367,10 @@ fn synthetic_file_parses_exactly() {
     );
     assert!(matches!(
         f.require_u32("t.str"),
-        Err(GgufError::WrongType { found: "string", .. })
+        Err(GgufError::WrongType {
+            found: "string",
+            ..
+        })
     ));
 
     let names: Vec<_> = f.tensors.iter().map(|t| t.name.as_str()).collect();
@@ -484,7 +490,12 @@ fn layers_interleaved_with_others_are_not_contiguous() {
     let spans: Vec<_> = f.layers.iter().map(|l| l.span.clone()).collect();
     assert_eq!(
         spans,
-        [d..d + 96, d + 32..d + 128, d + 128..d + 224, d + 224..d + 288]
+        [
+            d..d + 96,
+            d + 32..d + 128,
+            d + 128..d + 224,
+            d + 224..d + 288
+        ]
     );
     let contiguous: Vec<_> = f.layers.iter().map(|l| l.contiguous).collect();
     assert_eq!(contiguous, [false, false, false, true]);
@@ -605,7 +616,10 @@ fn every_truncation_inside_the_metadata_is_an_error_of_a_known_kind() {
         match &e {
             GgufError::Truncated { what, offset, .. } => {
                 assert!(*offset <= n as u64, "cut {n}: {e}");
-                assert!(what.contains("key") || what.contains("entry"), "cut {n}: {e}");
+                assert!(
+                    what.contains("key") || what.contains("entry"),
+                    "cut {n}: {e}"
+                );
             }
             GgufError::StringTooLong { .. } | GgufError::CountTooLarge { .. } => {}
             other => panic!("cut {n}: {other:?}"),
@@ -784,7 +798,10 @@ fn unknown_value_types() {
     s.kv("weird", V::ArrHeader(0xffff_ffff, 1));
     assert!(matches!(
         s.err(),
-        GgufError::UnknownValueType { type_id: 0xffff_ffff, .. }
+        GgufError::UnknownValueType {
+            type_id: 0xffff_ffff,
+            ..
+        }
     ));
 }
 
@@ -847,7 +864,8 @@ fn duplicates() {
         }
     );
     let mut s = Spec::valid();
-    s.tensors.push(T::new("blk.0.ffn_up.weight", &[8], GgmlType::F32));
+    s.tensors
+        .push(T::new("blk.0.ffn_up.weight", &[8], GgmlType::F32));
     assert_eq!(
         s.err(),
         GgufError::DuplicateTensor {
@@ -880,10 +898,13 @@ fn dimension_counts() {
     for n in [0usize, 5, 1000] {
         let mut s = Spec::valid();
         s.tensors[1].dims = vec![1; n];
-        assert!(matches!(
-            s.err(),
-            GgufError::BadDimCount { tensor: 1, ref name, .. } if name == "blk.0.attn_norm.weight"
-        ), "n_dims {n}");
+        assert!(
+            matches!(
+                s.err(),
+                GgufError::BadDimCount { tensor: 1, ref name, .. } if name == "blk.0.attn_norm.weight"
+            ),
+            "n_dims {n}"
+        );
     }
     let mut s = Spec::valid();
     s.tensors[1].dims = vec![8, 1, 1, 1];
@@ -894,7 +915,14 @@ fn dimension_counts() {
 fn zero_and_overflowing_dims() {
     let mut s = Spec::valid();
     s.tensors[1].dims = vec![8, 0];
-    assert!(matches!(s.err(), GgufError::ZeroDim { tensor: 1, dim: 1, .. }));
+    assert!(matches!(
+        s.err(),
+        GgufError::ZeroDim {
+            tensor: 1,
+            dim: 1,
+            ..
+        }
+    ));
     for dims in [
         vec![1u64 << 32, 1 << 32],       // element count overflows u64
         vec![u64::MAX],                  // beyond i64
@@ -908,7 +936,10 @@ fn zero_and_overflowing_dims() {
         let e = s.err();
         if dims.len() == 3 {
             // Fits in u64 arithmetic but not in the file.
-            assert!(matches!(e, GgufError::TensorPastEnd { tensor: 1, .. }), "{e:?}");
+            assert!(
+                matches!(e, GgufError::TensorPastEnd { tensor: 1, .. }),
+                "{e:?}"
+            );
         } else {
             assert!(
                 matches!(e, GgufError::DimsOverflow { tensor: 1, ref dims, .. } if !dims.is_empty()),
@@ -967,7 +998,17 @@ fn offsets_past_the_end() {
     let mut s = Spec::valid();
     s.tensors[0] = s.tensors[0].clone().at(1 << 20);
     let e = s.err();
-    assert!(matches!(e, GgufError::TensorPastEnd { tensor: 0, size: 128, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            GgufError::TensorPastEnd {
+                tensor: 0,
+                size: 128,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // Offset + data offset overflows u64.
     let mut s = Spec::valid();
     s.tensors[0] = s.tensors[0].clone().at(u64::MAX - 31);
@@ -987,7 +1028,11 @@ fn overlapping_tensors() {
     s.tensors[4] = s.tensors[4].clone().at(64);
     assert!(matches!(
         s.err(),
-        GgufError::TensorsOverlap { first: 0, second: 4, .. }
+        GgufError::TensorsOverlap {
+            first: 0,
+            second: 4,
+            ..
+        }
     ));
 }
 
@@ -1090,7 +1135,8 @@ fn shared_model(name: &str) -> PathBuf {
 }
 
 fn fixture() -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tensors.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_tensors.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -1119,7 +1165,12 @@ fn smollm2_matches_the_gguf_python_reader() {
     assert_eq!(expected.len(), f.tensors.len());
     for (t, e) in f.tensors.iter().zip(expected) {
         assert_eq!(t.name, e["name"].as_str().unwrap());
-        assert_eq!(t.ggml_type.name(), e["type"].as_str().unwrap(), "{}", t.name);
+        assert_eq!(
+            t.ggml_type.name(),
+            e["type"].as_str().unwrap(),
+            "{}",
+            t.name
+        );
         let shape: Vec<u64> = e["shape"]
             .as_array()
             .unwrap()
@@ -1156,21 +1207,34 @@ fn smollm2_matches_the_gguf_python_reader() {
     for (l, e) in f.layers.iter().zip(layers) {
         assert_eq!(u64::from(l.index), e["index"].as_u64().unwrap());
         assert_eq!(l.tensors.len() as u64, e["n_tensors"].as_u64().unwrap());
-        assert_eq!(l.span.start, e["start"].as_u64().unwrap(), "layer {}", l.index);
+        assert_eq!(
+            l.span.start,
+            e["start"].as_u64().unwrap(),
+            "layer {}",
+            l.index
+        );
         assert_eq!(l.span.end, e["end"].as_u64().unwrap(), "layer {}", l.index);
         assert_eq!(l.contiguous, e["contiguous"].as_bool().unwrap());
         for &t in &l.tensors {
             assert!(f.tensors[t].name.starts_with(&format!("blk.{}.", l.index)));
         }
     }
-    let globals: Vec<_> = f.globals.iter().map(|&i| f.tensors[i].name.as_str()).collect();
+    let globals: Vec<_> = f
+        .globals
+        .iter()
+        .map(|&i| f.tensors[i].name.as_str())
+        .collect();
     assert_eq!(globals, ["token_embd.weight", "output_norm.weight"]);
     check_invariants_without_bytes(&f);
 }
 
 /// [`check_invariants`] for a file not held in memory.
 fn check_invariants_without_bytes(f: &GgufFile) {
-    let mut spans: Vec<_> = f.tensors.iter().map(|t| (t.offset, t.offset + t.size)).collect();
+    let mut spans: Vec<_> = f
+        .tensors
+        .iter()
+        .map(|t| (t.offset, t.offset + t.size))
+        .collect();
     spans.sort_unstable();
     assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
     assert!(spans.iter().all(|s| s.1 <= f.file_len));
@@ -1202,5 +1266,8 @@ fn smollm2_damaged_copies() {
         );
     }
     let e = GgufFile::parse_bytes(&head).unwrap_err();
-    assert!(matches!(e, GgufError::TensorPastEnd { tensor: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, GgufError::TensorPastEnd { tensor: 0, .. }),
+        "{e:?}"
+    );
 }

@@ -78,15 +78,29 @@ pub(super) fn io_uring_check(view: &SystemView) -> Check {
     match probe::uring_support() {
         Ok(()) => Check::new(
             "io_uring",
-            if base.verdict == Verdict::Warn { Verdict::Warn } else { Verdict::Ok },
-            format!("{}; probe: a ring with READ and READ_FIXED works", base.detail),
+            if base.verdict == Verdict::Warn {
+                Verdict::Warn
+            } else {
+                Verdict::Ok
+            },
+            format!(
+                "{}; probe: a ring with READ and READ_FIXED works",
+                base.detail
+            ),
         ),
-        Err(why) => Check::new(
-            "io_uring",
-            Verdict::Fail,
-            format!("{}; probe failed: {why}; llmstream falls back to a pread thread pool", base.detail),
-        )
-        .fix(base.fix.unwrap_or_else(|| "check seccomp filters (containers) and the kernel config".into())),
+        Err(why) => {
+            Check::new(
+                "io_uring",
+                Verdict::Fail,
+                format!(
+                    "{}; probe failed: {why}; llmstream falls back to a pread thread pool",
+                    base.detail
+                ),
+            )
+            .fix(base.fix.unwrap_or_else(|| {
+                "check seccomp filters (containers) and the kernel config".into()
+            }))
+        }
     }
 }
 
@@ -102,7 +116,9 @@ fn unescape(field: &str) -> String {
     let mut rest = field;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         match code {
             Some(b) => {
                 out.push(char::from(b));

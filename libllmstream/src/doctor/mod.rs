@@ -147,7 +147,11 @@ pub fn diagnose(view: &SystemView, opts: &Options) -> Report {
     let kernel = host::kernel_version(view);
     checks.push(host::kernel_check(view, kernel));
     checks.push(host::io_uring_check(view));
-    checks.push(host::o_direct_check(view, opts.model_dir.as_deref(), kernel));
+    checks.push(host::o_direct_check(
+        view,
+        opts.model_dir.as_deref(),
+        kernel,
+    ));
     checks.push(host::memlock_check(view, opts.memlock_required));
 
     let gpus = pci::gpus(view);

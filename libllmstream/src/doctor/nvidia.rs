@@ -49,7 +49,11 @@ pub(super) fn driver(view: &SystemView) -> Option<Driver> {
 
 pub(super) fn driver_check(gpus: &[Gpu], driver: Option<&Driver>) -> Check {
     match (driver, gpus.is_empty()) {
-        (None, true) => Check::new("nvidia_driver", Verdict::Unknown, "no NVIDIA GPU and no driver"),
+        (None, true) => Check::new(
+            "nvidia_driver",
+            Verdict::Unknown,
+            "no NVIDIA GPU and no driver",
+        ),
         (None, false) => Check::new(
             "nvidia_driver",
             Verdict::Fail,
@@ -59,14 +63,22 @@ pub(super) fn driver_check(gpus: &[Gpu], driver: Option<&Driver>) -> Check {
         (Some(d), _) => Check::new(
             "nvidia_driver",
             Verdict::Ok,
-            format!("{} ({})", d.version.as_deref().unwrap_or("version unknown"), d.banner),
+            format!(
+                "{} ({})",
+                d.version.as_deref().unwrap_or("version unknown"),
+                d.banner
+            ),
         ),
     }
 }
 
 pub(super) fn module_check(gpus: &[Gpu], driver: Option<&Driver>) -> Check {
     let Some(d) = driver else {
-        let why = if gpus.is_empty() { "no NVIDIA GPU" } else { "no driver loaded" };
+        let why = if gpus.is_empty() {
+            "no NVIDIA GPU"
+        } else {
+            "no driver loaded"
+        };
         return Check::new("kernel_module", Verdict::Unknown, why);
     };
     match d.open {
@@ -105,7 +117,11 @@ pub(super) fn dkms_state(view: &SystemView) -> Option<DkmsState> {
         match line.split_once('=') {
             Some(("version", v)) => st.version = Some(v.trim().to_owned()),
             Some(("patches", v)) => {
-                st.patches = v.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+                st.patches = v
+                    .split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect();
             }
             _ => {}
         }
@@ -138,7 +154,10 @@ pub(super) fn p2p_check(gpus: &[Gpu], driver: Option<&Driver>, dkms: Option<&Dkm
         None => return Check::new(NAME, Verdict::Unknown, "kernel module flavour unknown"),
         Some(true) => {}
     }
-    let geforce: Vec<&Gpu> = gpus.iter().filter(|g| g.is_geforce() == Some(true)).collect();
+    let geforce: Vec<&Gpu> = gpus
+        .iter()
+        .filter(|g| g.is_geforce() == Some(true))
+        .collect();
     let unknown = gpus.iter().any(|g| g.is_geforce().is_none());
     if !geforce.is_empty() {
         if p2p_patched(d, dkms) {
@@ -156,9 +175,17 @@ pub(super) fn p2p_check(gpus: &[Gpu], driver: Option<&Driver>, dkms: Option<&Dkm
         .fix("sudo dkms-patch/patch-nvidia-open.sh --apply --src /usr/src/nvidia-<version>, rebuild with dkms, reboot (docs/setup.md)");
     }
     if unknown {
-        return Check::new(NAME, Verdict::Unknown, "open module, but the GPU model is unknown (no /proc/driver/nvidia/gpus/*/information)");
+        return Check::new(
+            NAME,
+            Verdict::Unknown,
+            "open module, but the GPU model is unknown (no /proc/driver/nvidia/gpus/*/information)",
+        );
     }
-    Check::new(NAME, Verdict::Ok, "open module on a data-centre/workstation board: dma-buf P2P possible")
+    Check::new(
+        NAME,
+        Verdict::Ok,
+        "open module on a data-centre/workstation board: dma-buf P2P possible",
+    )
 }
 
 /// nvidia-fs and libcufile.
@@ -224,8 +251,12 @@ pub(super) fn dkms_check(gpus: &[Gpu], driver: Option<&Driver>, dkms: Option<&Dk
             Verdict::Ok,
             format!("not applied ({DKMS_STATE} absent); not needed without a GeForce board"),
         ),
-        (None, _) => Check::new(NAME, Verdict::Warn, format!("not applied ({DKMS_STATE} absent)"))
-            .fix("see docs/setup.md: dkms-patch/patch-nvidia-open.sh --check, then --apply"),
+        (None, _) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("not applied ({DKMS_STATE} absent)"),
+        )
+        .fix("see docs/setup.md: dkms-patch/patch-nvidia-open.sh --check, then --apply"),
         (Some(s), Some(d)) if s.version.is_some() && s.version == d.version => Check::new(
             NAME,
             Verdict::Ok,
@@ -248,7 +279,10 @@ pub(super) fn dkms_check(gpus: &[Gpu], driver: Option<&Driver>, dkms: Option<&Dk
         (Some(s), None) => Check::new(
             NAME,
             Verdict::Unknown,
-            format!("applied to {} but no driver is loaded", s.version.as_deref().unwrap_or("?")),
+            format!(
+                "applied to {} but no driver is loaded",
+                s.version.as_deref().unwrap_or("?")
+            ),
         ),
     }
 }

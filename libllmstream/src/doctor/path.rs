@@ -24,16 +24,27 @@ pub(super) fn choose(has_gpu: bool, has_driver: bool, gds: &Gds, p2p_ok: bool) -
     if !has_driver {
         return Choice {
             path: DataPath::PinnedBounce,
-            reason: "no NVIDIA driver loaded: the CUDA backend is unavailable, the host backend is used".into(),
+            reason:
+                "no NVIDIA driver loaded: the CUDA backend is unavailable, the host backend is used"
+                    .into(),
             platform_best: DataPath::PinnedBounce,
         };
     }
     let (best, why) = if gds.nvidia_fs && gds.cufile != Some(false) {
-        (DataPath::Gds, "nvidia-fs is loaded, so cuFile/GDS could read NVMe straight into VRAM")
+        (
+            DataPath::Gds,
+            "nvidia-fs is loaded, so cuFile/GDS could read NVMe straight into VRAM",
+        )
     } else if p2p_ok {
-        (DataPath::DmaBuf, "the open module allows P2P, so VRAM could be a dma-buf target of io_uring reads")
+        (
+            DataPath::DmaBuf,
+            "the open module allows P2P, so VRAM could be a dma-buf target of io_uring reads",
+        )
     } else {
-        (DataPath::PinnedBounce, "neither nvidia-fs nor dma-buf P2P is available")
+        (
+            DataPath::PinnedBounce,
+            "neither nvidia-fs nor dma-buf P2P is available",
+        )
     };
     let reason = if best == DataPath::PinnedBounce {
         format!("{why}: O_DIRECT into page-locked staging, then host-to-device copies")

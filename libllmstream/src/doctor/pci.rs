@@ -131,11 +131,18 @@ pub(super) fn bar_checks(gpus: &[Gpu]) -> Vec<Check> {
     for g in gpus {
         let name = format!("bar1 {}", g.bdf);
         out.push(match g.bar1 {
-            None => Check::new(name, Verdict::Unknown, "no readable BAR1 in the device's resource file"),
+            None => Check::new(
+                name,
+                Verdict::Unknown,
+                "no readable BAR1 in the device's resource file",
+            ),
             Some(b) if b <= SMALL_BAR => Check::new(
                 name,
                 Verdict::Warn,
-                format!("BAR1 is {}: only that much VRAM is visible to peers at once", size(b)),
+                format!(
+                    "BAR1 is {}: only that much VRAM is visible to peers at once",
+                    size(b)
+                ),
             )
             .fix(bios),
             Some(b) => Check::new(name, Verdict::Ok, format!("BAR1 is {}", size(b))),
@@ -150,7 +157,11 @@ pub(super) fn bar_checks(gpus: &[Gpu]) -> Vec<Check> {
             (Some(max), Some(cur)) if cur < max => Check::new(
                 name,
                 Verdict::Warn,
-                format!("Resizable BAR offers up to {}, BAR1 is {}", size(max), size(cur)),
+                format!(
+                    "Resizable BAR offers up to {}, BAR1 is {}",
+                    size(max),
+                    size(cur)
+                ),
             )
             .fix(bios),
             (Some(max), _) => Check::new(
@@ -167,22 +178,33 @@ pub(super) fn iommu_check(view: &SystemView, gpus: &[Gpu]) -> Check {
     let cmdline = view.read("/proc/cmdline").unwrap_or_default();
     let has = |t: &str| cmdline.split_whitespace().any(|w| w == t);
     let units = view.list("/sys/class/iommu");
-    let group_type = gpus.iter().find_map(|g| {
-        view.read(format!("/sys/bus/pci/devices/{}/iommu_group/type", g.bdf))
-    });
+    let group_type = gpus
+        .iter()
+        .find_map(|g| view.read(format!("/sys/bus/pci/devices/{}/iommu_group/type", g.bdf)));
     let off = has("intel_iommu=off") || has("amd_iommu=off") || has("iommu=off");
     let pt = has("iommu=pt") || has("iommu.passthrough=1");
-    let enable = "enable VT-d / AMD-Vi in the firmware and boot with intel_iommu=on (Intel) and iommu=pt";
+    let enable =
+        "enable VT-d / AMD-Vi in the firmware and boot with intel_iommu=on (Intel) and iommu=pt";
     if off || (units.is_empty() && group_type.is_none()) {
-        let why = if off { "disabled on the kernel command line" } else { "no IOMMU unit in /sys/class/iommu" };
+        let why = if off {
+            "disabled on the kernel command line"
+        } else {
+            "no IOMMU unit in /sys/class/iommu"
+        };
         return Check::new(
             "iommu",
             Verdict::Warn,
-            format!("IOMMU off ({why}): devices can DMA anywhere, and the VFIO path is unavailable"),
+            format!(
+                "IOMMU off ({why}): devices can DMA anywhere, and the VFIO path is unavailable"
+            ),
         )
         .fix(enable);
     }
-    let units = if units.is_empty() { "?".into() } else { units.join(",") };
+    let units = if units.is_empty() {
+        "?".into()
+    } else {
+        units.join(",")
+    };
     match group_type.as_deref() {
         Some("identity") => Check::new(
             "iommu",
@@ -223,7 +245,11 @@ fn chain(view: &SystemView, dev: &str) -> Option<Vec<String>> {
 pub(super) fn topology_checks(view: &SystemView, gpus: &[Gpu]) -> Vec<Check> {
     let nvmes = view.list("/sys/class/nvme");
     if gpus.is_empty() || nvmes.is_empty() {
-        let what = if gpus.is_empty() { "no NVIDIA GPU" } else { "no NVMe controller in /sys/class/nvme" };
+        let what = if gpus.is_empty() {
+            "no NVIDIA GPU"
+        } else {
+            "no NVMe controller in /sys/class/nvme"
+        };
         return vec![Check::new("topology", Verdict::Unknown, what)];
     }
     let mut out = Vec::new();
@@ -233,7 +259,11 @@ pub(super) fn topology_checks(view: &SystemView, gpus: &[Gpu]) -> Vec<Check> {
             let name = format!("topology {n} {}", g.bdf);
             let gchain = chain(view, &format!("/sys/bus/pci/devices/{}", g.bdf));
             let (Some(a), Some(b)) = (&nchain, &gchain) else {
-                out.push(Check::new(name, Verdict::Unknown, "PCI path not resolvable in sysfs"));
+                out.push(Check::new(
+                    name,
+                    Verdict::Unknown,
+                    "PCI path not resolvable in sysfs",
+                ));
                 continue;
             };
             let common = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();

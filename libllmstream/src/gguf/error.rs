@@ -207,7 +207,9 @@ pub enum GgufError {
         second: usize,
     },
     /// A tensor offset (relative to the data section) is not a multiple of the alignment.
-    #[error("tensor {tensor} {name:?}: offset {offset} is not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor {tensor} {name:?}: offset {offset} is not a multiple of the alignment {alignment}"
+    )]
     UnalignedTensor {
         /// Index in the tensor table.
         tensor: usize,
