@@ -123,6 +123,13 @@ fn gds_present() {
     let topo = r.check("topology nvme0 0000:03:00.0").unwrap();
     assert_eq!(topo.verdict, Verdict::Ok);
     assert!(topo.detail.contains("0000:01:00.0"), "{}", topo.detail);
+    // 64-bit BAR0: BAR1 is the second memory region (index 2), 128 GiB.
+    assert_eq!(verdict(&r, "bar1"), Verdict::Ok);
+    assert!(
+        detail(&r, "bar1").contains("128 GiB"),
+        "{}",
+        detail(&r, "bar1")
+    );
     assert_eq!(verdict(&r, "resizable_bar"), Verdict::Unknown);
     assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Ok);
     let gds = r.check("gds").unwrap();

@@ -51,10 +51,11 @@ pub(super) fn gpus(view: &SystemView) -> Vec<Gpu> {
         let is_gpu = vendor.as_deref() == Some(NVIDIA)
             && class.as_deref().is_some_and(|c| c.starts_with("0x03"));
         if is_gpu {
+            let bar = bar1(view, &dev);
             out.push(Gpu {
                 model: None,
-                bar1: bar_size(view, &dev, 1),
-                bar1_max: resize_max(view, &dev, 1),
+                bar1: bar.map(|(_, size)| size),
+                bar1_max: bar.and_then(|(index, _)| resize_max(view, &dev, index)),
                 bdf,
             });
         }
@@ -84,15 +85,26 @@ fn hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
-/// Size of BAR `index` from the device's `resource` file (one `start end flags` line per
-/// region; a 64-bit BAR takes its index and the next, whose line stays empty).
-fn bar_size(view: &SystemView, dev: &str, index: usize) -> Option<u64> {
+/// `IORESOURCE_MEM` in the flags column of a sysfs `resource` file.
+const IORESOURCE_MEM: u64 = 0x200;
+
+/// The GPU's BAR1 (the VRAM aperture, NVIDIA's second memory BAR) from the device's `resource`
+/// file: one `start end flags` line per region, where a 64-bit BAR takes its own index and
+/// leaves the next line empty. So BAR1 is region 1 (and 2) behind a 32-bit BAR0 (GeForce), and
+/// region 2 (and 3) behind a 64-bit BAR0 (H100). Returns the region index and the size.
+fn bar1(view: &SystemView, dev: &str) -> Option<(usize, u64)> {
     let res = view.read(format!("{dev}/resource"))?;
-    let line = res.lines().nth(index)?;
-    let mut f = line.split_whitespace();
-    let start = hex(f.next()?)?;
-    let end = hex(f.next()?)?;
-    (end > start).then(|| end - start + 1)
+    res.lines()
+        .take(6)
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let mut f = line.split_whitespace();
+            let start = hex(f.next()?)?;
+            let end = hex(f.next()?)?;
+            let flags = hex(f.next()?)?;
+            (end > start && flags & IORESOURCE_MEM != 0).then(|| (i, end - start + 1))
+        })
+        .nth(1)
 }
 
 /// The largest size offered in `resource<N>_resize`: a bit mask where bit n means 2^n MiB.
@@ -152,7 +164,7 @@ pub(super) fn bar_checks(gpus: &[Gpu]) -> Vec<Check> {
             (None, _) => Check::new(
                 name,
                 Verdict::Unknown,
-                "no resource1_resize file: the device or kernel does not expose Resizable BAR",
+                "no resource<N>_resize file for BAR1: the device or kernel does not expose Resizable BAR",
             ),
             (Some(max), Some(cur)) if cur < max => Check::new(
                 name,
