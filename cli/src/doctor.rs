@@ -77,3 +77,40 @@ fn write_text(out: &mut impl Write, report: &Report) -> io::Result<()> {
     )?;
     writeln!(out, "platform allows: {}", report.platform_best.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmstream::doctor::{Check, DataPath, Verdict};
+
+    #[test]
+    fn table_has_verdicts_fixes_and_path() {
+        let report = Report {
+            checks: vec![
+                Check {
+                    name: "io_uring".into(),
+                    verdict: Verdict::Fail,
+                    detail: "kernel.io_uring_disabled = 2".into(),
+                    fix: Some("sysctl -w kernel.io_uring_disabled=0".into()),
+                },
+                Check {
+                    name: "kernel".into(),
+                    verdict: Verdict::Ok,
+                    detail: "Linux 6.8".into(),
+                    fix: None,
+                },
+            ],
+            path: DataPath::PinnedBounce,
+            path_reason: "no NVIDIA GPU".into(),
+            platform_best: DataPath::PinnedBounce,
+        };
+        let mut out = Vec::new();
+        write_text(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("FAIL") && lines[0].contains("io_uring"));
+        assert!(lines[1].trim_start().starts_with("fix: sysctl"));
+        assert!(lines[2].starts_with("OK") && lines[2].contains("kernel"));
+        assert!(text.contains("path: pinned_bounce (no NVIDIA GPU)"));
+    }
+}

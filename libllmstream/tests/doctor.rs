@@ -159,3 +159,17 @@ fn missing_root_yields_unknowns_not_errors() {
     assert_eq!(verdict(&r, "o_direct"), Verdict::Unknown);
     assert_eq!(r.path, DataPath::PinnedBounce);
 }
+
+#[test]
+fn stale_patch_state_does_not_count() {
+    let r = run("stale_patch");
+    let d = r.check("dkms_patch").unwrap();
+    assert_eq!(d.verdict, Verdict::Warn);
+    assert!(
+        d.detail.contains("550.120") && d.detail.contains("550.163.01"),
+        "{}",
+        d.detail
+    );
+    assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Fail);
+    assert_eq!(r.platform_best, DataPath::PinnedBounce);
+}
