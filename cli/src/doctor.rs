@@ -79,6 +79,7 @@ fn write_text(out: &mut impl Write, report: &Report) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use llmstream::doctor::{Check, DataPath, Verdict};

@@ -201,7 +201,8 @@ fn judge_fs(fstype: &str, kernel: Option<(u32, u32)>) -> (Verdict, String, Optio
     }
 }
 
-/// A regular file to probe: `dir` itself when it is a file, else its first regular file.
+/// A regular file to probe: `dir` itself when it is a file, else its first `.gguf` file, else
+/// its first regular file that is not hidden.
 fn probe_file(dir: &Path) -> Option<PathBuf> {
     if dir.is_file() {
         return Some(dir.to_owned());
@@ -209,11 +210,18 @@ fn probe_file(dir: &Path) -> Option<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    files.into_iter().next()
+    let gguf = files
+        .iter()
+        .position(|p| p.extension().is_some_and(|x| x == "gguf"));
+    match gguf {
+        Some(i) => Some(files.swap_remove(i)),
+        None => files.into_iter().next(),
+    }
 }
 
 pub(super) fn o_direct_check(
