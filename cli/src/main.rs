@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod doctor;
 mod inspect;
 mod run;
 
@@ -31,6 +32,8 @@ enum Command {
     Tokenize(run::TokenizeArgs),
     /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
     Bench(bench::BenchArgs),
+    /// Check what this machine allows on the data path and which path llmstream takes.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Chat(a) => run::chat(a),
         Command::Tokenize(a) => run::tokenize(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,175 @@
+//! `llmstream doctor` against fixture trees of sysfs/procfs (tests/fixtures/doctor, made by
+//! make.sh there): each tree's verdicts and the chosen data path.
+#![allow(clippy::unwrap_used)]
+
+use llmstream::doctor::{diagnose, DataPath, Options, Report, SystemView, Verdict};
+use std::path::{Path, PathBuf};
+
+fn run(tree: &str) -> Report {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/doctor")
+        .join(tree);
+    assert!(root.is_dir(), "missing fixture {}", root.display());
+    let view = SystemView::new(root);
+    assert!(!view.is_live());
+    let opts = Options {
+        model_dir: Some(PathBuf::from("/models")),
+        ..Options::default()
+    };
+    diagnose(&view, &opts)
+}
+
+fn verdict(r: &Report, name: &str) -> Verdict {
+    r.check(name)
+        .unwrap_or_else(|| panic!("no check {name} in {:#?}", r.checks))
+        .verdict
+}
+
+fn detail<'a>(r: &'a Report, name: &str) -> &'a str {
+    &r.check(name).unwrap().detail
+}
+
+#[test]
+fn no_gpu() {
+    let r = run("no_gpu");
+    assert_eq!(verdict(&r, "kernel"), Verdict::Ok);
+    assert!(detail(&r, "kernel").contains("6.8.0"));
+    assert_eq!(verdict(&r, "io_uring"), Verdict::Ok);
+    assert_eq!(verdict(&r, "o_direct"), Verdict::Ok);
+    assert!(detail(&r, "o_direct").contains("ext4"));
+    assert_eq!(verdict(&r, "memlock"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "gpu"), Verdict::Warn);
+    assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "topology"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "iommu"), Verdict::Warn);
+    assert!(r.check("bar1").is_none());
+    assert_eq!(r.path, DataPath::PinnedBounce);
+    assert_eq!(r.platform_best, DataPath::PinnedBounce);
+    assert!(r.path_reason.contains("no NVIDIA GPU"));
+}
+
+#[test]
+fn io_uring_disabled() {
+    let r = run("io_uring_disabled");
+    let c = r.check("io_uring").unwrap();
+    assert_eq!(c.verdict, Verdict::Fail);
+    assert!(c.detail.contains("= 2"));
+    assert!(c.fix.as_deref().unwrap().contains("io_uring_disabled=0"));
+    assert_eq!(r.path, DataPath::PinnedBounce);
+}
+
+#[test]
+fn model_on_tmpfs() {
+    let r = run("model_on_tmpfs");
+    let c = r.check("o_direct").unwrap();
+    assert_eq!(c.verdict, Verdict::Warn);
+    assert!(c.detail.contains("tmpfs"), "{}", c.detail);
+    // 6.1 is older than 6.6, where tmpfs started to accept O_DIRECT.
+    assert!(c.detail.contains("< 6.6"), "{}", c.detail);
+    assert!(c.fix.is_some());
+}
+
+#[test]
+fn gpu_no_p2p() {
+    let r = run("gpu_no_p2p");
+    assert_eq!(verdict(&r, "gpu"), Verdict::Ok);
+    assert!(detail(&r, "gpu").contains("GeForce RTX 4090"));
+    assert_eq!(verdict(&r, "nvidia_driver"), Verdict::Ok);
+    assert!(detail(&r, "nvidia_driver").contains("550.163.01"));
+    assert_eq!(verdict(&r, "kernel_module"), Verdict::Warn);
+    let bar = r.check("bar1 0000:01:00.0").unwrap();
+    assert_eq!(bar.verdict, Verdict::Warn);
+    assert!(bar.detail.contains("256 MiB"));
+    let rebar = r.check("resizable_bar 0000:01:00.0").unwrap();
+    assert_eq!(rebar.verdict, Verdict::Warn);
+    assert!(rebar.detail.contains("32 GiB"), "{}", rebar.detail);
+    assert_eq!(verdict(&r, "iommu"), Verdict::Ok);
+    assert!(detail(&r, "iommu").contains("DMA-FQ"));
+    let topo = r.check("topology nvme0 0000:01:00.0").unwrap();
+    assert_eq!(topo.verdict, Verdict::Warn);
+    assert!(topo.detail.contains("different root ports"));
+    assert_eq!(verdict(&r, "acs"), Verdict::Unknown);
+    let p2p = r.check("p2p_dma_buf").unwrap();
+    assert_eq!(p2p.verdict, Verdict::Fail);
+    assert!(p2p.detail.contains("proprietary"));
+    assert_eq!(verdict(&r, "gds"), Verdict::Warn);
+    assert_eq!(verdict(&r, "dkms_patch"), Verdict::Warn);
+    assert_eq!(r.path, DataPath::PinnedBounce);
+    assert_eq!(r.platform_best, DataPath::PinnedBounce);
+}
+
+#[test]
+fn patched_geforce() {
+    let r = run("patched_geforce");
+    assert_eq!(verdict(&r, "kernel_module"), Verdict::Ok);
+    assert_eq!(verdict(&r, "bar1"), Verdict::Ok);
+    assert!(detail(&r, "bar1").contains("32 GiB"));
+    assert_eq!(verdict(&r, "resizable_bar"), Verdict::Ok);
+    assert_eq!(verdict(&r, "iommu"), Verdict::Ok);
+    assert!(detail(&r, "iommu").contains("identity"));
+    assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Ok);
+    assert!(detail(&r, "p2p_dma_buf").contains("patch"));
+    assert_eq!(verdict(&r, "dkms_patch"), Verdict::Ok);
+    assert!(detail(&r, "kernel").contains("follow_pfnmap_start"));
+    assert_eq!(r.platform_best, DataPath::DmaBuf);
+    assert_eq!(r.path, DataPath::PinnedBounce);
+    assert!(r.path_reason.contains("only path llmstream implements"));
+}
+
+#[test]
+fn gds_present() {
+    let r = run("gds_present");
+    assert_eq!(verdict(&r, "kernel_module"), Verdict::Ok);
+    let topo = r.check("topology nvme0 0000:03:00.0").unwrap();
+    assert_eq!(topo.verdict, Verdict::Ok);
+    assert!(topo.detail.contains("0000:01:00.0"), "{}", topo.detail);
+    // 64-bit BAR0: BAR1 is the second memory region (index 2), 128 GiB.
+    assert_eq!(verdict(&r, "bar1"), Verdict::Ok);
+    assert!(
+        detail(&r, "bar1").contains("128 GiB"),
+        "{}",
+        detail(&r, "bar1")
+    );
+    assert_eq!(verdict(&r, "resizable_bar"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Ok);
+    let gds = r.check("gds").unwrap();
+    assert_eq!(gds.verdict, Verdict::Ok);
+    assert!(gds.detail.contains("not probed"));
+    assert_eq!(verdict(&r, "dkms_patch"), Verdict::Ok);
+    assert_eq!(r.platform_best, DataPath::Gds);
+    assert_eq!(r.path, DataPath::PinnedBounce);
+}
+
+#[test]
+fn report_serializes_with_checks_and_path() {
+    let r = run("gpu_no_p2p");
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["path"], "pinned_bounce");
+    let checks = v["checks"].as_array().unwrap();
+    let p2p = checks.iter().find(|c| c["name"] == "p2p_dma_buf").unwrap();
+    assert_eq!(p2p["verdict"], "fail");
+    assert!(p2p["fix"].is_string());
+}
+
+#[test]
+fn missing_root_yields_unknowns_not_errors() {
+    let view = SystemView::new("/nonexistent/llmstream-doctor");
+    let r = diagnose(&view, &Options::default());
+    assert_eq!(verdict(&r, "kernel"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "o_direct"), Verdict::Unknown);
+    assert_eq!(r.path, DataPath::PinnedBounce);
+}
+
+#[test]
+fn stale_patch_state_does_not_count() {
+    let r = run("stale_patch");
+    let d = r.check("dkms_patch").unwrap();
+    assert_eq!(d.verdict, Verdict::Warn);
+    assert!(
+        d.detail.contains("550.120") && d.detail.contains("550.163.01"),
+        "{}",
+        d.detail
+    );
+    assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Fail);
+    assert_eq!(r.platform_best, DataPath::PinnedBounce);
+}
