@@ -4,4 +4,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
+pub mod creds;
 pub mod proto;
+pub mod server;

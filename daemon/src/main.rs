@@ -2,8 +2,13 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use llmstreamd::{creds, server};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Exit status for an invalid configuration or command line.
 const EXIT_CONFIG: u8 = 2;
@@ -48,6 +53,60 @@ fn main() -> ExitCode {
 }
 
 fn run(settings: llmstreamd::config::Settings) -> anyhow::Result<()> {
-    tracing::info!(socket = %settings.socket.display(), "configuration loaded");
-    Err(anyhow::anyhow!("serving is not built yet")).context("llmstreamd")
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .with_context(|| format!("installing the handler of signal {sig}"))?;
+    }
+    let policy = creds::policy_for(&settings.group);
+    let (listener, owned) = match activated_listener()? {
+        Some(l) => {
+            tracing::info!("using the socket passed by systemd");
+            (l, None)
+        }
+        None => {
+            let path = settings.socket.clone();
+            let l = server::bind(&path, policy.group)?;
+            (l, Some(path))
+        }
+    };
+    tracing::info!(
+        socket = %settings.socket.display(),
+        group = %settings.group,
+        max_clients = settings.max_clients,
+        "llmstreamd ready"
+    );
+    let srv = server::Server::new(settings, listener, owned, policy)?;
+    notify(sd_notify::NotifyState::Ready);
+    srv.run(&stop, || notify(sd_notify::NotifyState::Stopping))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tell systemd about a state change (a no-op when `NOTIFY_SOCKET` is not set).
+fn notify(state: sd_notify::NotifyState) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(false, &[state]) {
+            tracing::warn!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+/// The listening socket systemd passed (socket activation), if any.
+fn activated_listener() -> anyhow::Result<Option<UnixListener>> {
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        return Ok(None);
+    }
+    let mut fds = sd_notify::listen_fds().context("reading LISTEN_FDS")?;
+    let Some(fd) = fds.next() else {
+        return Ok(None);
+    };
+    // SAFETY: `listen_fds` checked LISTEN_PID against this process, so `fd` (3, the first
+    // passed descriptor) is an open socket systemd handed to us and nothing else in this
+    // process owns it; it is taken exactly once, here.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let l = UnixListener::from(owned);
+    l.local_addr()
+        .context("the passed descriptor is not a unix socket")?;
+    Ok(Some(l))
 }

@@ -47,7 +47,25 @@ impl Client {
     /// Send one request (with `fd` attached) and wait for its response.
     pub fn call(&mut self, req: &Request, fd: Option<&File>) -> Result<Response, ProtoError> {
         let raw = fd.map(AsRawFd::as_raw_fd);
-        write_frame(&self.stream, req, raw.as_slice())?;
+        if let Err(e) = write_frame(&self.stream, req, raw.as_slice()) {
+            // A daemon that refuses a connection answers and closes at once, possibly before
+            // the request got there: its answer is still worth reading.
+            let closed = matches!(&e, ProtoError::Io(io) if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ));
+            if !closed {
+                return Err(e);
+            }
+            let mut fds: Vec<OwnedFd> = Vec::new();
+            return match read_frame(&mut self.stream, MAX_RESPONSE_BYTES, &mut fds) {
+                Ok(Some(p)) => match decode_response(&p)? {
+                    Response::Error { code, message } => Err(ProtoError::Remote { code, message }),
+                    _ => Err(e),
+                },
+                _ => Err(e),
+            };
+        }
         let mut fds: Vec<OwnedFd> = Vec::new();
         let payload = read_frame(&mut self.stream, MAX_RESPONSE_BYTES, &mut fds)?.ok_or(
             ProtoError::Truncated {
