@@ -448,3 +448,19 @@ fn a_live_socket_is_not_stolen() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     d.client().status().unwrap();
 }
+
+#[test]
+fn real_model_through_the_daemon() {
+    let shared = std::env::var_os("LLMSTREAM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let path = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let Ok(file) = std::fs::File::open(&path) else {
+        println!("skipped: {} not present", path.display());
+        return;
+    };
+    let d = Daemon::start("");
+    let m = d.client().open_model(&file, "smollm2").unwrap();
+    assert_eq!(m.layers, 30);
+    assert_eq!(m.file_size, file.metadata().unwrap().len());
+}
