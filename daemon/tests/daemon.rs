@@ -69,33 +69,46 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// Start the daemon on a temporary socket; `adjust` may change the command first.
+    fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("d.sock");
         let cfg = dir.path().join("d.toml");
         std::fs::write(&cfg, config).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_llmstreamd"))
-            .arg("--config")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmstreamd"));
+        cmd.arg("--config")
             .arg(&cfg)
             .arg("--socket")
             .arg(&socket)
             .env("LLMSTREAMD_LOG", "warn")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("LISTEN_FDS")
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null());
+        adjust(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let mut d = Daemon {
             child,
             socket,
             _dir: dir,
         };
+        d.wait_up();
+        d
+    }
+
+    fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&d.socket).is_err() {
-            assert!(d.child.try_wait().unwrap().is_none(), "daemon exited early");
+        while UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "daemon exited early"
+            );
             assert!(Instant::now() < deadline, "daemon did not come up");
             std::thread::sleep(Duration::from_millis(10));
         }
-        d
     }
 
     fn client(&self) -> Client {
@@ -463,4 +476,103 @@ fn real_model_through_the_daemon() {
     let m = d.client().open_model(&file, "smollm2").unwrap();
     assert_eq!(m.layers, 30);
     assert_eq!(m.file_size, file.metadata().unwrap().len());
+}
+
+#[test]
+fn sd_notify_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start_with("", |c| {
+        c.env("NOTIFY_SOCKET", &notify_path);
+    });
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    assert_eq!(d.terminate().code(), Some(0));
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+}
+
+#[test]
+fn socket_activation_serves_the_passed_listener() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon, as systemd would.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\" --socket \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_llmstreamd"))
+        .arg(&cfg)
+        .arg(dir.path().join("not-this-one.sock"))
+        .env("LLMSTREAMD_LOG", "warn")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
+    // async-signal-safe; it captures a plain integer.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    let mut d = Daemon {
+        child,
+        socket: path.clone(),
+        _dir: dir,
+    };
+    d.wait_up();
+    let mut c = d.client();
+    c.status().unwrap();
+    assert_eq!(d.terminate().code(), Some(0));
+    // systemd owns an activated socket's file: the daemon leaves it alone.
+    assert!(path.exists());
+    assert!(!path.with_file_name("not-this-one.sock").exists());
+}
+
+#[test]
+fn block_devices_only_from_the_allowlist() {
+    // Opening a block device read-only changes nothing; it needs root (or the disk group).
+    let dev = std::fs::read_dir("/dev").ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+                && std::fs::File::open(p).is_ok()
+        })
+    });
+    let Some(dev) = dev else {
+        println!("skipped: no block device readable by this user");
+        return;
+    };
+    let file = std::fs::File::open(&dev).unwrap();
+    let d = Daemon::start("");
+    let e = d.client().open_model(&file, "dev").unwrap_err();
+    assert_eq!(
+        remote_code(e),
+        ErrorCode::DeviceNotAllowed,
+        "{}",
+        dev.display()
+    );
+    // Allowed: it gets past the allowlist (whether it holds a GGUF is another matter).
+    let d = Daemon::start(&format!(
+        "allowed_devices = [{:?}]\n",
+        dev.display().to_string()
+    ));
+    match d.client().open_model(&file, "dev") {
+        Ok(_) => {}
+        Err(e) => assert_eq!(remote_code(e), ErrorCode::BadModel),
+    }
 }
