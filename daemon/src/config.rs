@@ -144,6 +144,9 @@ pub struct LimitsSection {
     pub max_message_bytes: Size,
     /// Models one connection may hold open.
     pub max_models_per_client: u32,
+    /// Once a frame has begun, the rest must come within this many milliseconds (a client that
+    /// stalls inside a frame is disconnected; idle time between frames is unlimited).
+    pub frame_timeout_ms: u32,
 }
 
 impl Default for LimitsSection {
@@ -152,6 +155,7 @@ impl Default for LimitsSection {
             max_clients: 64,
             max_message_bytes: Size(64 << 10),
             max_models_per_client: 16,
+            frame_timeout_ms: 10_000,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Settings {
     pub max_message_bytes: u32,
     /// Models per connection.
     pub max_models_per_client: usize,
+    /// Time allowed for the rest of a frame once it has begun.
+    pub frame_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -197,6 +203,7 @@ fn unreachable_defaults() -> Settings {
         max_clients: 64,
         max_message_bytes: 64 << 10,
         max_models_per_client: 16,
+        frame_timeout: std::time::Duration::from_secs(10),
     }
 }
 
@@ -271,7 +278,14 @@ impl FileConfig {
                 "must be at least 1".into(),
             ));
         }
+        if !(1..=600_000).contains(&l.frame_timeout_ms) {
+            return Err(bad(
+                "limits.frame_timeout_ms",
+                format!("{} is outside 1..=600000", l.frame_timeout_ms),
+            ));
+        }
         Ok(Settings {
+            frame_timeout: std::time::Duration::from_millis(u64::from(l.frame_timeout_ms)),
             socket: self.socket,
             group: self.group,
             allowed_devices: self.allowed_devices,
@@ -326,6 +340,7 @@ mod tests {
         assert_eq!(s.max_clients, 64);
         assert_eq!(s.max_message_bytes, 64 << 10);
         assert_eq!(s.max_models_per_client, 16);
+        assert_eq!(s.frame_timeout, std::time::Duration::from_secs(10));
     }
 
     #[test]
@@ -347,6 +362,7 @@ direct = "off"
 max_clients = 3
 max_message_bytes = "1K"
 max_models_per_client = 2
+frame_timeout_ms = 250
 "#,
         )
         .unwrap();
@@ -363,6 +379,7 @@ max_models_per_client = 2
         assert_eq!(s.max_clients, 3);
         assert_eq!(s.max_message_bytes, 1024);
         assert_eq!(s.max_models_per_client, 2);
+        assert_eq!(s.frame_timeout, std::time::Duration::from_millis(250));
     }
 
     #[test]
@@ -410,5 +427,17 @@ max_models_per_client = 2
         assert!(matches!(load(Some(&p)), Err(ConfigError::Read { .. })));
         std::fs::write(&p, "group = \"g\"\n").unwrap();
         assert_eq!(load(Some(&p)).unwrap().group, "g");
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn example_file_spells_out_the_defaults() {
+        let text = include_str!("../llmstreamd.example.toml");
+        let parsed = FileConfig::parse(text, Path::new("example")).unwrap();
+        assert_eq!(parsed, FileConfig::default());
     }
 }

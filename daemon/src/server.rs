@@ -3,6 +3,7 @@
 
 use crate::config::Settings;
 use crate::creds::{self, Policy};
+use crate::proto::fdpass::RecvFds;
 use crate::proto::frame::{check_hello, decode_request, read_frame, write_frame, ProtoError};
 use crate::proto::{ErrorCode, Request, Response, StatusReport, VERSION};
 use llmstream::{BackendChoice, Config, Context, Model};
@@ -295,14 +296,29 @@ impl<'a> Connection<'a> {
     fn serve(mut self, mut stream: UnixStream) {
         let _ = stream.set_nonblocking(false);
         let max = self.shared.settings.max_message_bytes;
+        let timeout = self.shared.settings.frame_timeout;
         loop {
             let mut fds: Vec<OwnedFd> = Vec::new();
-            let response = match read_frame(&mut stream, max, &mut fds) {
+            let mut src = FrameDeadline::new(&mut stream, timeout);
+            let frame = read_frame(&mut src, max, &mut fds);
+            src.finish();
+            let response = match frame {
                 Ok(None) => break,
                 Ok(Some(payload)) => match decode_request(&payload) {
                     Ok(req) => self.handle(req, fds),
                     Err(e) => error_response(&e),
                 },
+                Err(ProtoError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    err(
+                        ErrorCode::Malformed,
+                        format!("frame not completed within {timeout:?}"),
+                    )
+                }
                 Err(ProtoError::Io(e)) => {
                     tracing::debug!(error = %e, "connection read failed");
                     self.shared.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -434,6 +450,42 @@ impl<'a> Connection<'a> {
             layers,
             file_size,
         }
+    }
+}
+
+/// A connection's byte source that waits without limit for a frame to begin, then applies
+/// the frame timeout to the rest of it.
+struct FrameDeadline<'s> {
+    stream: &'s mut UnixStream,
+    timeout: std::time::Duration,
+    started: bool,
+}
+
+impl<'s> FrameDeadline<'s> {
+    fn new(stream: &'s mut UnixStream, timeout: std::time::Duration) -> Self {
+        Self {
+            stream,
+            timeout,
+            started: false,
+        }
+    }
+
+    /// Back to waiting without limit (between frames).
+    fn finish(self) {
+        if self.started {
+            let _ = self.stream.set_read_timeout(None);
+        }
+    }
+}
+
+impl RecvFds for FrameDeadline<'_> {
+    fn recv_fds(&mut self, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+        let n = self.stream.recv_fds(buf, fds)?;
+        if !self.started && n > 0 {
+            self.started = true;
+            self.stream.set_read_timeout(Some(self.timeout))?;
+        }
+        Ok(n)
     }
 }
 

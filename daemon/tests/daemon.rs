@@ -576,3 +576,21 @@ fn block_devices_only_from_the_allowlist() {
         Err(e) => assert_eq!(remote_code(e), ErrorCode::BadModel),
     }
 }
+
+#[test]
+fn a_stalled_frame_is_dropped_idle_clients_are_not() {
+    let d = Daemon::start("[limits]\nframe_timeout_ms = 50\n");
+    let mut idle = d.client();
+    // Half a header, then nothing: the daemon gives up on this connection.
+    let mut stalled = d.raw();
+    stalled.write_all(&[9, 0]).unwrap();
+    // The daemon says why and closes (were it to wait on, this read would time out and fail).
+    assert_eq!(
+        code_of(next_response(&mut stalled)),
+        Some(ErrorCode::Malformed)
+    );
+    assert!(next_response(&mut stalled).is_none());
+    // Idle longer than the frame timeout between frames is fine.
+    std::thread::sleep(Duration::from_millis(120));
+    idle.status().unwrap();
+}
