@@ -532,6 +532,20 @@ impl ReadHandle {
     }
 }
 
+/// `Read` over a file by `pread` from a position of its own, leaving the file offset alone.
+struct PositionalReader<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl std::io::Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// A GGUF model opened for streaming.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -542,7 +556,15 @@ pub struct Model {
 impl Model {
     /// Map a GGUF model from an opened source.
     pub fn from_source(source: Arc<Source>) -> Result<Self> {
-        let reader = std::io::BufReader::with_capacity(1 << 20, source.buffered_file());
+        // Positional reads: the descriptor may be shared (passed by another process, or
+        // dup'ed), so the header is read without using or moving the file offset.
+        let reader = std::io::BufReader::with_capacity(
+            1 << 20,
+            PositionalReader {
+                file: source.buffered_file(),
+                pos: 0,
+            },
+        );
         let gguf = GgufFile::parse(reader, source.len()).map_err(|e| Error::Gguf {
             path: source.path().to_owned(),
             source: e,

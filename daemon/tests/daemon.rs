@@ -1,0 +1,596 @@
+//! llmstreamd end to end: the real binary on a temporary socket, clients passing descriptors of a
+//! synthetic GGUF, a flood of malformed connections beside a working client, limits, SIGTERM.
+#![allow(clippy::unwrap_used)]
+// Test-data generators narrow values they reduced first (`% 251`, `>> 33`).
+#![allow(clippy::cast_possible_truncation)]
+
+use llmstreamd::proto::client::Client;
+use llmstreamd::proto::frame::{decode_response, encode, read_frame, ProtoError};
+use llmstreamd::proto::{ErrorCode, Request, Response, MAGIC};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// A minimal GGUF v3 writer: `layers` blocks of two F32 tensors, plus token_embd and output_norm.
+// ---------------------------------------------------------------------------------------------
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.as_bytes());
+}
+
+fn synthetic_gguf(layers: u32) -> Vec<u8> {
+    const F32: u32 = 0;
+    const ALIGN: usize = 32;
+    let mut tensors: Vec<(String, u64)> = vec![("token_embd.weight".into(), 64)];
+    for l in 0..layers {
+        tensors.push((format!("blk.{l}.attn_norm.weight"), 16));
+        tensors.push((format!("blk.{l}.ffn_up.weight"), 48));
+    }
+    tensors.push(("output_norm.weight".into(), 16));
+    let mut out = Vec::new();
+    out.extend(b"GGUF");
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend(2u64.to_le_bytes());
+    put_str(&mut out, "general.architecture");
+    out.extend(8u32.to_le_bytes());
+    put_str(&mut out, "llama");
+    put_str(&mut out, "llama.block_count");
+    out.extend(4u32.to_le_bytes());
+    out.extend(layers.to_le_bytes());
+    let mut offset = 0u64;
+    for (name, elems) in &tensors {
+        put_str(&mut out, name);
+        out.extend(1u32.to_le_bytes());
+        out.extend(elems.to_le_bytes());
+        out.extend(F32.to_le_bytes());
+        out.extend(offset.to_le_bytes());
+        offset = (offset + elems * 4).next_multiple_of(ALIGN as u64);
+    }
+    let data_start = out.len().next_multiple_of(ALIGN);
+    out.resize(data_start, 0);
+    out.extend((0..offset).map(|i| (i % 251) as u8));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon under test.
+// ---------------------------------------------------------------------------------------------
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// Start the daemon on a temporary socket; `adjust` may change the command first.
+    fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let cfg = dir.path().join("d.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmstreamd"));
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(&socket)
+            .env("LLMSTREAMD_LOG", "warn")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null());
+        adjust(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        let mut d = Daemon {
+            child,
+            socket,
+            _dir: dir,
+        };
+        d.wait_up();
+        d
+    }
+
+    fn wait_up(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "daemon exited early"
+            );
+            assert!(Instant::now() < deadline, "daemon did not come up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket).unwrap()
+    }
+
+    fn raw(&self) -> UnixStream {
+        let s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Send SIGTERM and wait (bounded) for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn model_file(dir: &Path, layers: u32) -> (PathBuf, std::fs::File) {
+    let p = dir.join(format!("m{layers}.gguf"));
+    std::fs::write(&p, synthetic_gguf(layers)).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    (p, f)
+}
+
+/// The next response on a raw stream, `None` at end of stream (or a reset).
+fn next_response(s: &mut UnixStream) -> Option<Response> {
+    match read_frame(s, 1 << 20, &mut Vec::new()) {
+        Ok(Some(p)) => Some(decode_response(&p).unwrap()),
+        Ok(None) => None,
+        Err(ProtoError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => None,
+        Err(e) => panic!("bad response stream: {e}"),
+    }
+}
+
+fn code_of(r: Option<Response>) -> Option<ErrorCode> {
+    match r {
+        Some(Response::Error { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
+/// Wait (bounded) until the daemon serves `n` connections.
+fn wait_clients(c: &mut Client, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.status().unwrap().clients != n {
+        assert!(Instant::now() < deadline, "clients never reached {n}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn remote_code(e: ProtoError) -> ErrorCode {
+    match e {
+        ProtoError::Remote { code, .. } => code,
+        other => panic!("expected a daemon error, got {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn open_model_by_fd_status_close() {
+    let d = Daemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, file) = model_file(dir.path(), 3);
+    let mut c = d.client();
+    assert_eq!(c.server, env!("CARGO_PKG_VERSION"));
+    let m = c.open_model(&file, "m3.gguf").unwrap();
+    assert_eq!(m.layers, 3);
+    assert_eq!(m.file_size, std::fs::metadata(&path).unwrap().len());
+    // The daemon reads by position: the offset the client shares with it has not moved.
+    assert_eq!(std::io::Seek::stream_position(&mut &file).unwrap(), 0);
+    let (_, f5) = model_file(dir.path(), 5);
+    let m5 = c.open_model(&f5, "m5.gguf").unwrap();
+    assert_eq!(m5.layers, 5);
+    assert_ne!(m5.model, m.model);
+
+    wait_clients(&mut c, 1);
+    let s = c.status().unwrap();
+    assert_eq!((s.clients, s.models), (1, 2));
+    assert!(s.bytes_served > 0);
+    c.close(m.model).unwrap();
+    assert_eq!(c.status().unwrap().models, 1);
+    assert_eq!(
+        remote_code(c.close(m.model).unwrap_err()),
+        ErrorCode::UnknownModel
+    );
+
+    // Not a model, a directory, no descriptor: typed errors, the connection goes on.
+    let text = dir.path().join("t.txt");
+    std::fs::write(&text, "hello, not a gguf").unwrap();
+    let e = c
+        .open_model(&std::fs::File::open(&text).unwrap(), "t.txt")
+        .unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::BadModel);
+    let e = c
+        .open_model(&std::fs::File::open(dir.path()).unwrap(), "dir")
+        .unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::BadDescriptor);
+    let e = c
+        .call(&Request::OpenModel { label: "x".into() }, None)
+        .unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::BadDescriptor);
+    let e = c.call(&Request::Status {}, Some(&file)).unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::BadDescriptor);
+    // The label is only a name: a path that does not exist changes nothing.
+    let m = c.open_model(&file, "/nonexistent/never-opened").unwrap();
+    assert_eq!(m.layers, 3);
+    // A second client sees the daemon-wide counters.
+    let mut c2 = d.client();
+    wait_clients(&mut c2, 2);
+    assert_eq!(c2.status().unwrap().models, 2);
+    drop(c);
+    // The first client's models go with its connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c2.status().unwrap().models != 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn handshake_errors_are_typed_and_close_the_connection() {
+    let d = Daemon::start("");
+    let cases: [(Request, ErrorCode); 4] = [
+        (
+            Request::Hello {
+                magic: MAGIC.into(),
+                version: 99,
+            },
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            Request::Hello {
+                magic: "http".into(),
+                version: 1,
+            },
+            ErrorCode::BadMagic,
+        ),
+        (Request::Status {}, ErrorCode::HelloExpected),
+        (Request::Close { model: 1 }, ErrorCode::HelloExpected),
+    ];
+    for (req, want) in cases {
+        let mut s = d.raw();
+        s.write_all(&encode(&req).unwrap()).unwrap();
+        assert_eq!(code_of(next_response(&mut s)), Some(want), "{req:?}");
+        assert!(next_response(&mut s).is_none(), "still open after {req:?}");
+    }
+    // A second hello is refused too.
+    let mut s = d.raw();
+    s.write_all(&encode(&Request::hello()).unwrap()).unwrap();
+    assert!(matches!(
+        next_response(&mut s),
+        Some(Response::Hello { version: 1, .. })
+    ));
+    s.write_all(&encode(&Request::hello()).unwrap()).unwrap();
+    assert_eq!(
+        code_of(next_response(&mut s)),
+        Some(ErrorCode::HelloExpected)
+    );
+}
+
+/// A bad connection of kind `i % 8`, with `rng` for the random parts. Returns the code the
+/// daemon must answer (None: it may answer anything or just close).
+fn bad_connection(d: &Daemon, i: u32, rng: &mut u64) -> Option<ErrorCode> {
+    let mut next = || {
+        *rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*rng >> 33) as u32
+    };
+    let mut s = d.raw();
+    let hello = encode(&Request::hello()).unwrap();
+    let (bytes, want): (Vec<u8>, Option<ErrorCode>) = match i % 8 {
+        // Oversized: a length above 64 KiB, header only.
+        0 => (
+            (65 * 1024 + next() % (1 << 30)).to_le_bytes().to_vec(),
+            Some(ErrorCode::TooLarge),
+        ),
+        // Truncated: the header promises more than comes before the end of stream.
+        1 => {
+            let mut b = hello.clone();
+            b.truncate(4 + (next() as usize % (hello.len() - 4)));
+            (b, Some(ErrorCode::Malformed))
+        }
+        // Truncated inside the header.
+        2 => (vec![7, 0], Some(ErrorCode::Malformed)),
+        // A frame whose payload is not JSON.
+        3 => {
+            let n = 1 + next() % 200;
+            let mut b = n.to_le_bytes().to_vec();
+            b.extend((0..n).map(|_| next().to_le_bytes()[0] | 0x80));
+            (b, Some(ErrorCode::Malformed))
+        }
+        // JSON of the wrong shape.
+        4 => {
+            let p = br#"{"type":"open_model","label":3}"#;
+            let mut b = u32::try_from(p.len()).unwrap().to_le_bytes().to_vec();
+            b.extend(p);
+            (b, Some(ErrorCode::Malformed))
+        }
+        // A zero-length frame after a good hello.
+        5 => {
+            let mut b = hello.clone();
+            b.extend([0, 0, 0, 0]);
+            (b, Some(ErrorCode::Malformed))
+        }
+        // A good hello, then a truncated status.
+        6 => {
+            let mut b = hello.clone();
+            let st = encode(&Request::Status {}).unwrap();
+            b.extend(&st[..st.len() - 1]);
+            (b, Some(ErrorCode::Malformed))
+        }
+        // Random bytes.
+        _ => {
+            let n = 1 + next() % 64;
+            ((0..n).map(|_| next().to_le_bytes()[0]).collect(), None)
+        }
+    };
+    s.write_all(&bytes).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut last = None;
+    // Read to the end: responses, then end of stream (the daemon closes the connection).
+    while let Some(r) = next_response(&mut s) {
+        last = Some(r);
+    }
+    if let Some(w) = want {
+        assert_eq!(code_of(last), Some(w), "case {i}");
+    }
+    want
+}
+
+#[test]
+fn malformed_connections_leave_others_working() {
+    let d = Daemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = model_file(dir.path(), 2);
+    let mut good = d.client();
+    let m = good.open_model(&file, "good").unwrap();
+    let mut rng = 0x1234_5678_u64;
+    let mut typed = 0u64;
+    for i in 0..200 {
+        typed += u64::from(bad_connection(&d, i, &mut rng).is_some());
+        if i % 10 == 0 {
+            let s = good.status().unwrap();
+            assert_eq!(s.models, 1);
+        }
+    }
+    let s = good.status().unwrap();
+    assert_eq!(s.models, 1);
+    assert!(s.errors >= typed, "{s:?}, {typed} typed errors sent");
+    // The good client's model is still there.
+    good.close(m.model).unwrap();
+    let again = good.open_model(&file, "again").unwrap();
+    assert_eq!(again.layers, 2);
+}
+
+#[test]
+fn limits_on_clients_and_models() {
+    let d = Daemon::start("[limits]\nmax_clients = 2\nmax_models_per_client = 1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = model_file(dir.path(), 1);
+    let mut a = d.client();
+    // The start-up probe's connection may still count for a moment.
+    wait_clients(&mut a, 1);
+    let b = d.client();
+    let e = Client::connect(&d.socket).unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::TooManyClients);
+    a.open_model(&file, "one").unwrap();
+    let e = a.open_model(&file, "two").unwrap_err();
+    assert_eq!(remote_code(e), ErrorCode::TooManyModels);
+    drop(b);
+    wait_clients(&mut a, 1);
+    d.client();
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let mut d = Daemon::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = model_file(dir.path(), 2);
+    let mut c = d.client();
+    c.open_model(&file, "m").unwrap();
+    let status = d.terminate();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(!d.socket.exists(), "socket file left behind");
+    assert!(c.status().is_err());
+}
+
+#[test]
+fn invalid_config_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    for (text, field) in [
+        ("[limits]\nmax_clientz = 3\n", "max_clientz"),
+        ("ram_tier_budget = \"lots\"\n", "ram_tier_budget"),
+        ("[reader]\nqueue_depth = 0\n", "reader.queue_depth"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_llmstreamd"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{text}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_llmstreamd"))
+        .arg("--config")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn a_live_socket_is_not_stolen() {
+    let d = Daemon::start("");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmstreamd"))
+        .arg("--config")
+        .arg("/dev/null")
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    d.client().status().unwrap();
+}
+
+#[test]
+fn real_model_through_the_daemon() {
+    let shared = std::env::var_os("LLMSTREAM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let path = shared.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let Ok(file) = std::fs::File::open(&path) else {
+        println!("skipped: {} not present", path.display());
+        return;
+    };
+    let d = Daemon::start("");
+    let m = d.client().open_model(&file, "smollm2").unwrap();
+    assert_eq!(m.layers, 30);
+    assert_eq!(m.file_size, file.metadata().unwrap().len());
+}
+
+#[test]
+fn sd_notify_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::start_with("", |c| {
+        c.env("NOTIFY_SOCKET", &notify_path);
+    });
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\n");
+    assert_eq!(d.terminate().code(), Some(0));
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1\n");
+}
+
+#[test]
+fn socket_activation_serves_the_passed_listener() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let cfg = dir.path().join("d.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    // `exec` keeps the shell's pid, so LISTEN_PID=$$ names the daemon, as systemd would.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" --config \"$1\" --socket \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_llmstreamd"))
+        .arg(&cfg)
+        .arg(dir.path().join("not-this-one.sock"))
+        .env("LLMSTREAMD_LOG", "warn")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
+    // async-signal-safe; it captures a plain integer.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(listener);
+    let mut d = Daemon {
+        child,
+        socket: path.clone(),
+        _dir: dir,
+    };
+    d.wait_up();
+    let mut c = d.client();
+    c.status().unwrap();
+    assert_eq!(d.terminate().code(), Some(0));
+    // systemd owns an activated socket's file: the daemon leaves it alone.
+    assert!(path.exists());
+    assert!(!path.with_file_name("not-this-one.sock").exists());
+}
+
+#[test]
+fn block_devices_only_from_the_allowlist() {
+    // Opening a block device read-only changes nothing; it needs root (or the disk group).
+    let dev = std::fs::read_dir("/dev").ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+                && std::fs::File::open(p).is_ok()
+        })
+    });
+    let Some(dev) = dev else {
+        println!("skipped: no block device readable by this user");
+        return;
+    };
+    let file = std::fs::File::open(&dev).unwrap();
+    let d = Daemon::start("");
+    let e = d.client().open_model(&file, "dev").unwrap_err();
+    assert_eq!(
+        remote_code(e),
+        ErrorCode::DeviceNotAllowed,
+        "{}",
+        dev.display()
+    );
+    // Allowed: it gets past the allowlist (whether it holds a GGUF is another matter).
+    let d = Daemon::start(&format!(
+        "allowed_devices = [{:?}]\n",
+        dev.display().to_string()
+    ));
+    match d.client().open_model(&file, "dev") {
+        Ok(_) => {}
+        Err(e) => assert_eq!(remote_code(e), ErrorCode::BadModel),
+    }
+}
+
+#[test]
+fn a_stalled_frame_is_dropped_idle_clients_are_not() {
+    let d = Daemon::start("[limits]\nframe_timeout_ms = 50\n");
+    let mut idle = d.client();
+    // Half a header, then nothing: the daemon gives up on this connection.
+    let mut stalled = d.raw();
+    stalled.write_all(&[9, 0]).unwrap();
+    // The daemon says why and closes (were it to wait on, this read would time out and fail).
+    assert_eq!(
+        code_of(next_response(&mut stalled)),
+        Some(ErrorCode::Malformed)
+    );
+    assert!(next_response(&mut stalled).is_none());
+    // Idle longer than the frame timeout between frames is fine.
+    std::thread::sleep(Duration::from_millis(120));
+    idle.status().unwrap();
+}
