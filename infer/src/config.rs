@@ -52,27 +52,10 @@ pub struct HParams {
     pub n_ctx_train: usize,
 }
 
-fn as_u64(v: &Value) -> Option<u64> {
-    match *v {
-        Value::U8(x) => Some(u64::from(x)),
-        Value::U16(x) => Some(u64::from(x)),
-        Value::U32(x) => Some(u64::from(x)),
-        Value::U64(x) => Some(x),
-        Value::I8(x) => u64::try_from(x).ok(),
-        Value::I16(x) => u64::try_from(x).ok(),
-        Value::I32(x) => u64::try_from(x).ok(),
-        Value::I64(x) => u64::try_from(x).ok(),
-        _ => None,
-    }
-}
-
-#[allow(clippy::cast_possible_truncation)] // metadata floats are f32 in llama.cpp
+/// A float that some converters store as an integer.
+#[allow(clippy::cast_precision_loss)] // metadata integers read as floats are small
 fn as_f32(v: &Value) -> Option<f32> {
-    match *v {
-        Value::F32(x) => Some(x),
-        Value::F64(x) => Some(x as f32),
-        _ => as_u64(v).map(|x| x as f32),
-    }
+    v.as_f32().or_else(|| v.as_u64().map(|x| x as f32))
 }
 
 /// Metadata helpers over any integer or float width.
@@ -81,7 +64,7 @@ pub(crate) fn meta_usize(g: &GgufFile, key: &str) -> Result<usize> {
         key: key.into(),
         problem: "is missing".into(),
     })?;
-    as_u64(v)
+    v.as_u64()
         .and_then(|x| usize::try_from(x).ok())
         .ok_or_else(|| InferError::Metadata {
             key: key.into(),
@@ -94,10 +77,7 @@ pub(crate) fn meta_f32(g: &GgufFile, key: &str) -> Option<f32> {
 }
 
 pub(crate) fn meta_str<'a>(g: &'a GgufFile, key: &str) -> Option<&'a str> {
-    match g.get(key) {
-        Some(Value::String(s)) => Some(s.as_str()),
-        _ => None,
-    }
+    g.get_str(key)
 }
 
 impl HParams {
