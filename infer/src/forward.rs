@@ -28,6 +28,26 @@ pub struct State {
     vals: Vec<f32>,
     qv: Vec<f64>,
     acc: Vec<f64>,
+    scratch: Scratch,
+}
+
+/// Activations of one forward call, kept between calls so decoding allocates nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    g: Vec<f32>,
+    u: Vec<f32>,
+}
+
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
 }
 
 impl State {
@@ -86,6 +106,7 @@ impl Transformer {
             vals: vec![0.0; n_ctx * width],
             qv: vec![0.0; hp.head_dim],
             acc: vec![0.0; hp.head_dim],
+            scratch: Scratch::default(),
         }
     }
 
@@ -116,7 +137,9 @@ impl Transformer {
         let emb = &self.w.token_embd;
         let row_bytes = usize::try_from(emb.ty.bytes_for(d as u64).unwrap_or(0))
             .map_err(|_| InferError::Invalid("embedding row size".into()))?;
-        let mut x = vec![0f32; n * d];
+        // Taken out of the state for the call (a failed call just reallocates next time).
+        let mut sc = std::mem::take(&mut st.scratch);
+        let x = sized(&mut sc.x, n * d);
         for (i, &t) in tokens.iter().enumerate() {
             let t = t as usize;
             if t >= emb.rows() {
@@ -130,32 +153,32 @@ impl Transformer {
                 .map_err(|e| InferError::Quant(e.to_string()))?;
         }
 
-        let mut h = vec![0f32; n * d];
-        let mut q = vec![0f32; n * qd];
-        let mut k = vec![0f32; n * kvd];
-        let mut v = vec![0f32; n * kvd];
-        let mut att = vec![0f32; n * qd];
-        let mut o = vec![0f32; n * d];
-        let mut g = vec![0f32; n * hp.n_ff];
-        let mut u = vec![0f32; n * hp.n_ff];
+        let h = sized(&mut sc.h, n * d);
+        let q = sized(&mut sc.q, n * qd);
+        let k = sized(&mut sc.k, n * kvd);
+        let v = sized(&mut sc.v, n * kvd);
+        let att = sized(&mut sc.att, n * qd);
+        let o = sized(&mut sc.o, n * d);
+        let g = sized(&mut sc.g, n * hp.n_ff);
+        let u = sized(&mut sc.u, n * hp.n_ff);
         #[allow(clippy::cast_precision_loss)]
         let kq_scale = 1.0 / (hd as f32).sqrt();
         let f16_kv = st.kv.ty() == KvType::F16;
         let rope_freqs = self.w.rope_freqs.as_deref();
 
         for (li, lw) in self.w.layers.iter().enumerate() {
-            ops::rms_norm(&x, &lw.attn_norm, hp.rms_eps, &mut h);
-            matmul(&lw.wq, &h, n, &mut q)?;
-            matmul(&lw.wk, &h, n, &mut k)?;
-            matmul(&lw.wv, &h, n, &mut v)?;
+            ops::rms_norm(x, &lw.attn_norm, hp.rms_eps, h);
+            matmul(&lw.wq, h, n, q)?;
+            matmul(&lw.wk, h, n, k)?;
+            matmul(&lw.wv, h, n, v)?;
             if let Some(b) = &lw.bq {
-                ops::add_bias(&mut q, b);
+                ops::add_bias(q, b);
             }
             if let Some(b) = &lw.bk {
-                ops::add_bias(&mut k, b);
+                ops::add_bias(k, b);
             }
             if let Some(b) = &lw.bv {
-                ops::add_bias(&mut v, b);
+                ops::add_bias(v, b);
             }
             for i in 0..n {
                 let p = st.pos + i;
@@ -233,14 +256,14 @@ impl Transformer {
                     }
                 }
             }
-            matmul(&lw.wo, &att, n, &mut o)?;
-            ops::add_assign(&mut x, &o);
-            ops::rms_norm(&x, &lw.ffn_norm, hp.rms_eps, &mut h);
-            matmul(&lw.w_gate, &h, n, &mut g)?;
-            matmul(&lw.w_up, &h, n, &mut u)?;
-            ops::swiglu(&mut g, &u);
-            matmul(&lw.w_down, &g, n, &mut o)?;
-            ops::add_assign(&mut x, &o);
+            matmul(&lw.wo, att, n, o)?;
+            ops::add_assign(x, o);
+            ops::rms_norm(x, &lw.ffn_norm, hp.rms_eps, h);
+            matmul(&lw.w_gate, h, n, g)?;
+            matmul(&lw.w_up, h, n, u)?;
+            ops::swiglu(g, u);
+            matmul(&lw.w_down, g, n, o)?;
+            ops::add_assign(x, o);
         }
         st.pos += n;
         let last = &x[(n - 1) * d..];
@@ -254,6 +277,7 @@ impl Transformer {
             ..quant::MatOptions::default()
         };
         matmul_with(&self.w.output, &hn, 1, &mut logits, opts)?;
+        st.scratch = sc;
         Ok(logits)
     }
 }

@@ -286,10 +286,19 @@ impl Context {
     /// Read a byte range into a new `Vec` (host memory).
     pub fn read_to_vec(&self, src: &Arc<Source>, offset: u64, len: u64) -> Result<Vec<u8>> {
         let n = usize::try_from(len).map_err(|_| Error::InvalidArgument("length".into()))?;
-        let buf = self.alloc(BufferKind::Host, n)?;
-        self.read(src, offset, len, &buf, 0)?;
         let mut out = vec![0u8; n];
-        buf.copy_to_host(0, &mut out)?;
+        // Read straight into the vector (one copy out of staging, not two).
+        // SAFETY: `out` is n writable bytes; it is not touched or freed until the read has
+        // finished (checked below before `out` is released on error).
+        let buf = unsafe { self.wrap_host(out.as_mut_ptr(), n) }?;
+        let r = self.read(src, offset, len, &buf, 0);
+        if r.is_err() && buf.reads_in_flight() > 0 {
+            // The wait failed without the request finishing: the worker may still write.
+            std::mem::forget(out);
+            return r.map(|()| Vec::new());
+        }
+        r?;
+        drop(buf);
         Ok(out)
     }
 
