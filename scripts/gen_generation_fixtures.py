@@ -35,12 +35,15 @@ def main() -> int:
     ap.add_argument("name")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-batch", type=int, default=512)
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     llm = Llama(
         args.model,
         n_ctx=512,
-        n_batch=512,
+        n_batch=args.n_batch,
+        n_ubatch=args.n_batch,
         n_threads=args.threads,
         flash_attn=False,
         # f32 KV cache: llama.cpp's f16-KV attention kernels differ between builds (tinyBLAS vs
@@ -82,7 +85,7 @@ def main() -> int:
             }
         )
         print(f"{args.name}: {prompt[:30]!r} -> {cases[-1]['text'][:60]!r}", file=sys.stderr)
-    out_path = pathlib.Path(__file__).resolve().parent.parent / "infer/tests/fixtures" / f"generation_{args.name}.json"
+    out_path = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).resolve().parent.parent / "infer/tests/fixtures" / f"generation_{args.name}.json"
     out_path.write_text(
         json.dumps({"model": pathlib.Path(args.model).name, "n": args.n, "kv_type": "f32",
                     "flash_attn": False, "cases": cases}, ensure_ascii=False, indent=1) + "\n"

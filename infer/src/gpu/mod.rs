@@ -1,0 +1,20 @@
+//! The CUDA inference path: kernels compiled at run time with NVRTC (sources in `kernels/`),
+//! device buffers, and launch wrappers checked against the CPU engine.
+//!
+//! - [`nvrtc`]: compiles the embedded sources once per GPU architecture, caches the PTX on disk,
+//!   and loads every kernel once ([`Gpu::function`]).
+//! - [`mem`]: device allocations and bounds-checked spans ([`DevBuf`], [`DevSpan`]) that the
+//!   launch wrappers take, so no wrapper can be handed a range past an allocation.
+//! - [`quant`]: activation quantization, dequant-fused matrix-vector products and row lookups for
+//!   every weight type the CPU engine supports.
+//! - [`ops`]: RMSNorm, RoPE, KV-cache stores, attention, SwiGLU, residual adds, argmax, sampling.
+
+mod error;
+pub mod mem;
+pub mod nvrtc;
+pub mod ops;
+pub mod quant;
+
+pub use error::{GpuError, Result};
+pub use mem::{DevBuf, DevSpan};
+pub use nvrtc::Gpu;

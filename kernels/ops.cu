@@ -1,0 +1,1 @@
+// Element-wise ops, normalisation, RoPE, KV cache, attention, sampling.

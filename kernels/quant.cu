@@ -1,0 +1,1 @@
+// Activation quantization, dequant-fused matrix-vector products and row lookups.
