@@ -5,7 +5,11 @@ Writes infer/tests/fixtures/generation_<model>.json. Needs `pip install llama-cp
 (CPU build; on CPUs that advertise AMX without allowing it, build with
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON").
 
-Usage: gen_generation_fixtures.py MODEL.gguf NAME [--n 32]
+Usage: gen_generation_fixtures.py MODEL.gguf NAME [--n 32] [--n-batch 512]
+
+With --n-batch 1 llama.cpp evaluates the prompt one token at a time (its decode path); the
+default evaluates it as one batch, whose attention and some matrix products sum in another order.
+Both are checked in (generation_NAME.json and generation_NAME_ub1.json).
 """
 import argparse
 import json
@@ -85,9 +89,10 @@ def main() -> int:
             }
         )
         print(f"{args.name}: {prompt[:30]!r} -> {cases[-1]['text'][:60]!r}", file=sys.stderr)
-    out_path = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).resolve().parent.parent / "infer/tests/fixtures" / f"generation_{args.name}.json"
+    out_path = pathlib.Path(args.out) if args.out else pathlib.Path(__file__).resolve().parent.parent / "infer/tests/fixtures" / (f"generation_{args.name}.json" if args.n_batch > 1 else f"generation_{args.name}_ub1.json")
     out_path.write_text(
         json.dumps({"model": pathlib.Path(args.model).name, "n": args.n, "kv_type": "f32",
+                    "n_batch": args.n_batch,
                     "flash_attn": False, "cases": cases}, ensure_ascii=False, indent=1) + "\n"
     )
     print(f"wrote {out_path}", file=sys.stderr)

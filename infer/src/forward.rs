@@ -28,6 +28,7 @@ pub struct State {
     vals: Vec<f32>,
     qv: Vec<f64>,
     acc: Vec<f64>,
+    lanes: Vec<crate::ggml_math::Lanes32>,
     scratch: Scratch,
 }
 
@@ -106,6 +107,7 @@ impl Transformer {
             vals: vec![0.0; n_ctx * width],
             qv: vec![0.0; hp.head_dim],
             acc: vec![0.0; hp.head_dim],
+            lanes: Vec::with_capacity(hp.head_dim),
             scratch: Scratch::default(),
         }
     }
@@ -219,40 +221,12 @@ impl Transformer {
                 for head in 0..hp.n_head {
                     let kvh = head / group;
                     let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    let scores = &mut st.scores[..visible];
-                    // Q·K cancels heavily in real models: accumulate in f64. A sequential f32 sum moved
-                    // logits by up to 0.5 against llama.cpp, whose multi-lane SIMD sums are close to
-                    // exact; with f64 the logits equal its one-token path to 1e-4.
-                    for (a, &b) in st.qv.iter_mut().zip(qh) {
-                        // llama.cpp converts Q to f16 to multiply it with an f16 cache.
-                        *a = f64::from(if f16_kv { f16::from_f32(b).to_f32() } else { b });
-                    }
-                    for (t, s) in scores.iter_mut().enumerate() {
-                        let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                        let dot: f64 = kr.iter().zip(&st.qv).map(|(&a, &b)| f64::from(a) * b).sum();
-                        #[allow(clippy::cast_possible_truncation)]
-                        // the score is an f32 in ggml too
-                        {
-                            *s = dot as f32;
-                        }
-                    }
-                    ops::softmax_scaled(scores, kq_scale);
-                    let acc = &mut st.acc[..hd];
-                    acc.fill(0.0);
-                    for (t, &s) in scores.iter().enumerate() {
-                        // ...and the weights to f16 to multiply them with an f16 V.
-                        let s = f64::from(if f16_kv { f16::from_f32(s).to_f32() } else { s });
-                        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-                        for (a, &b) in acc.iter_mut().zip(vr) {
-                            *a += s * f64::from(b);
-                        }
-                    }
                     let out = &mut att[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                        #[allow(clippy::cast_possible_truncation)]
-                        {
-                            *o = a as f32;
-                        }
+                    if f16_kv {
+                        attend_f16(st, qh, kvh, kvd, hd, visible, kq_scale, out);
+                    } else {
+                        let batched = ubatch_len(n, i) > 1;
+                        attend_f32(st, qh, kvh, kvd, hd, visible, kq_scale, batched, out);
                     }
                 }
             }
@@ -279,5 +253,101 @@ impl Transformer {
         matmul_with(&self.w.output, &hn, 1, &mut logits, opts)?;
         st.scratch = sc;
         Ok(logits)
+    }
+}
+
+/// llama.cpp splits a prompt into micro-batches of this many tokens (its default `n_ubatch`).
+const UBATCH: usize = 512;
+
+/// Tokens in the micro-batch llama.cpp would put token `i` of an `n`-token call in.
+fn ubatch_len(n: usize, i: usize) -> usize {
+    let start = i / UBATCH * UBATCH;
+    (n - start).min(UBATCH)
+}
+
+/// One head of one query over `visible` cached positions with an f32 cache, bit-identical to
+/// llama.cpp on x86 (AVX2 + FMA): `ggml_vec_dot_f32` scores and its softmax; the V product is a
+/// `ggml_vec_dot_f32` per output dimension over the positions when the micro-batch has one token,
+/// and llamafile's `tinyBLAS` (8 FMA lanes, `hsum`) when it has several (`batched`).
+#[allow(clippy::too_many_arguments)]
+fn attend_f32(
+    st: &mut State,
+    qh: &[f32],
+    kvh: usize,
+    kvd: usize,
+    hd: usize,
+    visible: usize,
+    kq_scale: f32,
+    batched: bool,
+    out: &mut [f32],
+) {
+    use crate::ggml_math::{dot_f32, hsum8, softmax, Lanes32};
+    let scores = &mut st.scores[..visible];
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = dot_f32(&st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd], qh);
+    }
+    softmax(scores, kq_scale);
+    // Output dimension d is a dot product over positions: position t feeds lane t % 32 (t % 8 in
+    // tinyBLAS). The positions past `visible` llama.cpp includes (padding to 256) have weight 0
+    // and add nothing.
+    st.lanes.clear();
+    st.lanes.resize(hd, Lanes32::default());
+    let width = if batched { 8 } else { 32 };
+    for (t, &p) in scores.iter().enumerate() {
+        let lane = t % width;
+        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+        for (l, &v) in st.lanes.iter_mut().zip(vr) {
+            l.0[lane] = v.mul_add(p, l.0[lane]);
+        }
+    }
+    for (o, l) in out.iter_mut().zip(&st.lanes) {
+        *o = if batched {
+            hsum8(&l.0[..8])
+        } else {
+            l.reduce()
+        };
+    }
+}
+
+/// One head of one query with an f16 cache: Q and the softmax weights rounded to f16 as
+/// llama.cpp does before multiplying them with f16 K and V; sums in f64.
+#[allow(clippy::too_many_arguments)]
+fn attend_f16(
+    st: &mut State,
+    qh: &[f32],
+    kvh: usize,
+    kvd: usize,
+    hd: usize,
+    visible: usize,
+    kq_scale: f32,
+    out: &mut [f32],
+) {
+    let scores = &mut st.scores[..visible];
+    for (a, &b) in st.qv.iter_mut().zip(qh) {
+        *a = f64::from(f16::from_f32(b).to_f32());
+    }
+    for (t, s) in scores.iter_mut().enumerate() {
+        let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+        let dot: f64 = kr.iter().zip(&st.qv).map(|(&a, &b)| f64::from(a) * b).sum();
+        #[allow(clippy::cast_possible_truncation)] // the score is an f32 in ggml too
+        {
+            *s = dot as f32;
+        }
+    }
+    ops::softmax_scaled(scores, kq_scale);
+    let acc = &mut st.acc[..hd];
+    acc.fill(0.0);
+    for (t, &s) in scores.iter().enumerate() {
+        let s = f64::from(f16::from_f32(s).to_f32());
+        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
+        for (a, &b) in acc.iter_mut().zip(vr) {
+            *a += s * f64::from(b);
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            *o = a as f32;
+        }
     }
 }

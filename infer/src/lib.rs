@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod forward;
+pub mod ggml_math;
 pub mod gpu;
 pub mod kv;
 pub mod ops;

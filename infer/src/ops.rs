@@ -4,11 +4,11 @@
 use crate::config::RopeMode;
 
 /// RMSNorm of each `n`-wide row of `x` into `out`, then multiplied by `w` (ggml: rms_norm then
-/// mul). The sum of squares accumulates in f64 as ggml does.
+/// mul). Squares are rounded to f32 and summed in f64, as ggml does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let sum: f64 = xr.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let sum: f64 = xr.iter().map(|&v| f64::from(v * v)).sum();
         #[allow(clippy::cast_possible_truncation)] // ggml narrows the mean to f32 as well
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
@@ -54,16 +54,16 @@ pub fn rope_apply(
             RopeMode::Normal => {
                 for (i, &(c, s)) in cache.iter().enumerate() {
                     let (a, b) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = a * c - b * s;
-                    head[2 * i + 1] = a * s + b * c;
+                    head[2 * i] = a.mul_add(c, -(b * s));
+                    head[2 * i + 1] = a.mul_add(s, b * c);
                 }
             }
             RopeMode::Neox => {
                 let half = n_rot / 2;
                 for (i, &(c, s)) in cache.iter().enumerate() {
                     let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * c - b * s;
-                    head[i + half] = a * s + b * c;
+                    head[i] = a.mul_add(c, -(b * s));
+                    head[i + half] = a.mul_add(s, b * c);
                 }
             }
         }
@@ -90,11 +90,16 @@ pub fn softmax_scaled(x: &mut [f32], scale: f32) {
     }
 }
 
-/// SwiGLU: `silu(gate) * up`, element-wise, into `gate`.
+/// SwiGLU: `silu(gate) * up`, element-wise, into `gate`, as ggml's AVX2 build computes it: the
+/// vectorised SiLU over 8-wide chunks and the scalar one on the tail.
 pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        *g = (x / (1.0 + (-x).exp())) * u;
+    let n = gate.len().min(up.len());
+    let vec = n & !7;
+    for (g, &u) in gate[..vec].iter_mut().zip(&up[..vec]) {
+        *g = crate::ggml_math::v_silu(*g) * u;
+    }
+    for (g, &u) in gate[vec..n].iter_mut().zip(&up[vec..n]) {
+        *g = crate::ggml_math::silu(*g) * u;
     }
 }
 
