@@ -2,7 +2,8 @@
 
 use anyhow::{Context as _, Result};
 use llmstream_infer::chat::{ChatMessage, ChatTemplate};
-use llmstream_infer::{Engine, KvType, Sampler, SamplerConfig};
+use llmstream_infer::gpu::{GpuConfig, GpuSession};
+use llmstream_infer::{Engine, InferError, KvType, Sampler, SamplerConfig};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -12,9 +13,19 @@ pub struct ModelArgs {
     /// GGUF model file.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Compute backend. Only `cpu` runs models today; `cuda` streaming inference is not built yet.
-    #[arg(long, default_value = "cpu")]
+    /// Compute backend: `auto` (the GPU when one is usable, else the CPU), `cuda`, or `cpu`.
+    #[arg(long, default_value = "auto")]
     pub backend: String,
+    /// VRAM llmstream may use on the GPU (e.g. 24G, 512M); default: free VRAM less 1 GiB.
+    #[arg(long, value_parser = parse_bytes)]
+    pub vram_budget: Option<u64>,
+    /// Host memory for the pinned-RAM tier; default: 90% of MemAvailable less 4 GiB. Layers
+    /// that fit neither budget are read from storage each token.
+    #[arg(long, value_parser = parse_bytes)]
+    pub ram_budget: Option<u64>,
+    /// Streamed layers copied ahead of use on the GPU.
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -92,13 +103,50 @@ pub struct TokenizeArgs {
     pub text: String,
 }
 
+fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    llmstream::io::parse_size(s)
+        .map(|v| v as u64)
+        .ok_or_else(|| format!("{s:?} is not a size (examples: 24G, 512M, 1073741824)"))
+}
+
+/// The engine a command runs on.
+enum Loaded {
+    Cpu(Engine),
+    Gpu(Box<GpuSession>),
+}
+
 impl ModelArgs {
+    /// Load on the GPU for `cuda`, on the CPU for `cpu`, and for `auto` on the GPU when one is
+    /// usable (falling back to the CPU with a note).
+    fn load_any(&self, n_ctx: usize) -> Result<Loaded> {
+        match self.backend.as_str() {
+            "cpu" | "host" => return Ok(Loaded::Cpu(self.load()?)),
+            "cuda" | "auto" => {}
+            other => anyhow::bail!("--backend {other}: use auto, cuda or cpu"),
+        }
+        let cfg = GpuConfig {
+            vram_budget: self.vram_budget,
+            ram_budget: self.ram_budget,
+            depth: self.depth.max(1),
+            n_ctx,
+            ..GpuConfig::default()
+        };
+        match GpuSession::load(&self.model, cfg) {
+            Ok(s) => Ok(Loaded::Gpu(Box::new(s))),
+            Err(
+                e @ (InferError::NoGpu(_)
+                | InferError::Stream(llmstream::Error::BackendUnavailable { .. })),
+            ) if self.backend == "auto" => {
+                eprintln!("note: running on the CPU ({e})");
+                Ok(Loaded::Cpu(self.load()?))
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("loading {} on the GPU", self.model.display()))
+            }
+        }
+    }
+
     fn load(&self) -> Result<Engine> {
-        anyhow::ensure!(
-            matches!(self.backend.as_str(), "cpu" | "host" | "auto"),
-            "--backend {}: only the CPU engine exists so far (GPU inference is tracked as its own issue)",
-            self.backend
-        );
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -107,7 +155,11 @@ impl ModelArgs {
     }
 
     fn sampler(&self) -> Sampler {
-        Sampler::new(SamplerConfig {
+        Sampler::new(self.sampler_config())
+    }
+
+    fn sampler_config(&self) -> SamplerConfig {
+        SamplerConfig {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -115,7 +167,7 @@ impl ModelArgs {
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
             seed: self.seed,
-        })
+        }
     }
 
     fn kv(&self) -> Result<KvType> {
@@ -128,7 +180,10 @@ impl ModelArgs {
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
-    let engine = a.model.load()?;
+    let engine = match a.model.load_any(a.model.ctx_size)? {
+        Loaded::Cpu(e) => e,
+        Loaded::Gpu(s) => return run_gpu(a, *s),
+    };
     let prompt = engine.tokenize_prompt(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
     let n_ctx = a.model.ctx_size.max(prompt.len() + 1);
@@ -175,7 +230,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
 }
 
 pub fn chat(a: &ChatArgs) -> Result<()> {
-    let engine = a.model.load()?;
+    let engine = match a.model.load_any(a.model.ctx_size)? {
+        Loaded::Cpu(e) => e,
+        Loaded::Gpu(s) => return chat_gpu(a, *s),
+    };
     let template = ChatTemplate::for_tokenizer(&engine.tokenizer)
         .context("this model has no usable chat template")?;
     let mut messages = Vec::new();
@@ -267,6 +325,117 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
                 "{id:>8} {:?}",
                 String::from_utf8_lossy(&tok.token_to_piece_with(id, true))
             );
+        }
+    }
+    Ok(())
+}
+
+fn run_gpu(a: &RunArgs, mut s: GpuSession) -> Result<()> {
+    let prompt = s.tokenize_prompt(&a.prompt)?;
+    anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
+    anyhow::ensure!(
+        prompt.len() < s.engine.n_ctx(),
+        "the prompt ({} tokens) does not fit the context ({}; --ctx-size)",
+        prompt.len(),
+        s.engine.n_ctx()
+    );
+    let sc = a.model.sampler_config();
+    let mut rng = llmstream_infer::gpu::session::rng(sc.seed);
+    let mut history = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let (g, st) = s.generate(&prompt, a.n_predict, &sc, &mut rng, &mut history, |t| {
+        if !a.json {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
+    if a.json {
+        let o = serde_json::json!({
+            "prompt_tokens": g.prompt_tokens,
+            "generated_tokens": g.generated_tokens,
+            "text": g.text,
+            "prompt_tok_per_s": g.prompt_tok_per_s(),
+            "decode_tok_per_s": g.decode_tok_per_s(),
+            "stopped_at_eog": g.stopped_at_eog,
+            "load_secs": s.engine.load_secs,
+            "backend": "cuda",
+            "plan": s.engine.plan.to_json(),
+            "per_token": st.decode.to_json(),
+            "cpu_ms_per_token": st.cpu_ms_per_token,
+        });
+        writeln!(out, "{o}")?;
+    } else {
+        writeln!(out)?;
+        eprintln!(
+            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s on the GPU; layers: {} vram, {} ram, {} storage]",
+            g.prompt_tokens.len(),
+            g.prompt_tok_per_s(),
+            g.generated_tokens.len(),
+            g.decode_tok_per_s(),
+            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Vram),
+            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Ram),
+            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Storage),
+        );
+    }
+    Ok(())
+}
+
+fn chat_gpu(a: &ChatArgs, mut s: GpuSession) -> Result<()> {
+    let template = ChatTemplate::for_tokenizer(&s.tokenizer)
+        .context("this model has no usable chat template")?;
+    let mut messages = Vec::new();
+    if let Some(sys) = &a.system {
+        messages.push(ChatMessage::system(sys.clone()));
+    }
+    let sc = a.model.sampler_config();
+    let mut rng = llmstream_infer::gpu::session::rng(sc.seed);
+    let mut rendered_so_far = String::new();
+    let tty = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        if tty {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        if line == "/quit" || line == "/exit" {
+            break;
+        }
+        messages.push(ChatMessage::user(line));
+        let full = template.apply(&messages, true)?;
+        let new_text = full.strip_prefix(&rendered_so_far).unwrap_or(&full);
+        if new_text.len() == full.len() {
+            s.engine.reset();
+        }
+        let ids = s
+            .tokenizer
+            .encode(new_text, s.engine.pos() == 0, true)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            s.engine.pos() + ids.len() + a.n_predict <= s.engine.n_ctx(),
+            "the conversation no longer fits in {} tokens of context (--ctx-size)",
+            s.engine.n_ctx()
+        );
+        let mut history = Vec::new();
+        let mut out = std::io::stdout().lock();
+        let (g, _) = s.generate(&ids, a.n_predict, &sc, &mut rng, &mut history, |t| {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        })?;
+        writeln!(out)?;
+        messages.push(ChatMessage::assistant(g.text.trim().to_string()));
+        rendered_so_far = full.clone() + &g.text;
+        if !g.stopped_at_eog {
+            rendered_so_far.clear();
+        } else if let Some(&eog) = g.generated_tokens.last() {
+            rendered_so_far.push_str(&String::from_utf8_lossy(
+                &s.tokenizer.token_to_piece_with(eog, true),
+            ));
         }
     }
     Ok(())

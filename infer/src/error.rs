@@ -32,6 +32,12 @@ pub enum InferError {
     /// Tokenizer failure.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// No usable GPU (no driver, no device, no NVRTC): callers may fall back to the CPU.
+    #[error("no usable GPU: {0}")]
+    NoGpu(String),
+    /// The CUDA path failed (no device, NVRTC, a driver call, a launch).
+    #[error("gpu: {0}")]
+    Gpu(String),
     /// A request the model cannot serve (context full, bad token id ...).
     #[error("{0}")]
     Invalid(String),

@@ -8,13 +8,20 @@
 //! - [`quant`]: activation quantization, dequant-fused matrix-vector products and row lookups for
 //!   every weight type the CPU engine supports.
 //! - [`ops`]: RMSNorm, RoPE, KV-cache stores, attention, SwiGLU, residual adds, argmax, sampling.
+//! - [`plan`]: the tier planner (VRAM / pinned RAM / storage per layer).
+//! - [`engine`]: the forward pass over tiered weights with the copy/compute pipeline.
 
+pub mod engine;
 mod error;
 pub mod mem;
 pub mod nvrtc;
 pub mod ops;
+pub mod plan;
 pub mod quant;
+pub mod session;
 
+pub use engine::{GpuConfig, GpuEngine, TokenStats};
 pub use error::{GpuError, Result};
 pub use mem::{DevBuf, DevSpan};
 pub use nvrtc::Gpu;
+pub use session::{GpuGenStats, GpuSession};

@@ -1,0 +1,976 @@
+//! The GPU forward pass with tiered weights: resident layers in VRAM, pinned-RAM layers copied
+//! to VRAM slots on a copy stream while earlier layers compute, storage layers read by the
+//! library's O_DIRECT reader straight into VRAM slots (one bulk read per layer).
+//!
+//! Ordering uses streams and events only: the compute stream waits on a slot's "copied" event,
+//! the copy stream waits on the slot's "free" event recorded after the layer that last used it.
+//! The host thread blocks (sleeping) only on storage reads and, before reusing a slot for a
+//! storage read, on that slot's "free" event; it synchronises once per token to read the id.
+
+use super::plan::{plan, Plan, PlanInput, Tier};
+use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
+use crate::config::HParams;
+use crate::error::{InferError, Result};
+use crate::quant;
+use cudarc::driver::{sys, CudaEvent, CudaStream};
+use llmstream::gguf::GgmlType;
+use llmstream::{BackendChoice, Buffer, BufferKind, Config, Context, Model, ReadHandle};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl From<GpuError> for InferError {
+    fn from(e: GpuError) -> Self {
+        match e {
+            GpuError::Unavailable(why) => InferError::NoGpu(why),
+            other => InferError::Gpu(other.to_string()),
+        }
+    }
+}
+
+fn drv(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> InferError {
+    move |e| InferError::Gpu(format!("{op}: {e:?}"))
+}
+
+/// How to load and run a model on the GPU.
+#[derive(Debug, Clone)]
+pub struct GpuConfig {
+    /// CUDA device ordinal.
+    pub device: usize,
+    /// VRAM llmstream may use; `None`: free VRAM less a reserve.
+    pub vram_budget: Option<u64>,
+    /// Host memory for the pinned tier; `None`: `MemAvailable` less a reserve.
+    pub ram_budget: Option<u64>,
+    /// Streamed layers copied ahead of use.
+    pub depth: usize,
+    /// Context length (KV cache positions).
+    pub n_ctx: usize,
+    /// Most tokens per forward call (prompts are split into chunks of this size).
+    pub max_batch: usize,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            device: 0,
+            vram_budget: None,
+            ram_budget: None,
+            depth: 2,
+            n_ctx: 4096,
+            max_batch: 256,
+        }
+    }
+}
+
+/// VRAM kept free when the budget is automatic (other processes, driver, fragmentation).
+pub const VRAM_RESERVE: u64 = 1 << 30;
+/// Host memory kept free when the RAM budget is automatic.
+pub const RAM_RESERVE: u64 = 4 << 30;
+
+#[derive(Debug, Clone, Copy)]
+struct TRef {
+    off: usize,
+    bytes: usize,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+}
+
+#[derive(Debug, Clone)]
+struct LayerMap {
+    attn_norm: TRef,
+    wq: TRef,
+    wk: TRef,
+    wv: TRef,
+    wo: TRef,
+    bq: Option<TRef>,
+    bk: Option<TRef>,
+    bv: Option<TRef>,
+    ffn_norm: TRef,
+    gate: TRef,
+    up: TRef,
+    down: TRef,
+}
+
+fn tref(model: &Model, name: &str, base: u64) -> Result<TRef> {
+    let t = model.tensor(name)?;
+    let cols = usize::try_from(t.dims.first().copied().unwrap_or(1))
+        .map_err(|_| InferError::Invalid(format!("{name}: too large")))?;
+    let rows = usize::try_from(t.dims.iter().skip(1).product::<u64>())
+        .map_err(|_| InferError::Invalid(format!("{name}: too large")))?;
+    let off = usize::try_from(t.offset - base)
+        .map_err(|_| InferError::Invalid(format!("{name}: offset")))?;
+    let bytes =
+        usize::try_from(t.size).map_err(|_| InferError::Invalid(format!("{name}: size")))?;
+    Ok(TRef {
+        off,
+        bytes,
+        ty: t.ggml_type,
+        rows,
+        cols,
+    })
+}
+
+fn layer_map(model: &Model, i: usize) -> Result<LayerMap> {
+    let l = model.layer(i)?;
+    if !l.contiguous {
+        return Err(InferError::Invalid(format!(
+            "layer {i} is not contiguous in the file (one bulk read per layer needs that)"
+        )));
+    }
+    let base = l.span.start;
+    let t = |s: &str| tref(model, &format!("blk.{i}.{s}"), base);
+    let opt = |s: &str| {
+        if model.tensor(&format!("blk.{i}.{s}")).is_ok() {
+            t(s).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(LayerMap {
+        attn_norm: t("attn_norm.weight")?,
+        wq: t("attn_q.weight")?,
+        wk: t("attn_k.weight")?,
+        wv: t("attn_v.weight")?,
+        wo: t("attn_output.weight")?,
+        bq: opt("attn_q.bias")?,
+        bk: opt("attn_k.bias")?,
+        bv: opt("attn_v.bias")?,
+        ffn_norm: t("ffn_norm.weight")?,
+        gate: t("ffn_gate.weight")?,
+        up: t("ffn_up.weight")?,
+        down: t("ffn_down.weight")?,
+    })
+}
+
+fn mem_available() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Per-token accounting of the last forward call(s) since [`GpuEngine::take_stats`].
+#[derive(Debug, Clone, Default)]
+pub struct TokenStats {
+    /// Forward calls counted.
+    pub calls: u64,
+    /// GPU time of the calls (ms), from events at the start and end of each call.
+    pub gpu_ms: f64,
+    /// Of that, time the compute stream waited for a layer's copy (ms).
+    pub wait_h2d_ms: f64,
+    /// Host time blocked on storage reads or on slots to free for them (ms).
+    pub wait_storage_ms: f64,
+    /// Bytes copied from pinned RAM to VRAM.
+    pub bytes_ram: u64,
+    /// Bytes read from storage into VRAM.
+    pub bytes_storage: u64,
+    /// Weight bytes read from resident VRAM layers.
+    pub bytes_vram: u64,
+}
+
+impl TokenStats {
+    /// JSON form.
+    pub fn to_json(&self) -> serde_json::Value {
+        let per = |v: f64| v / (self.calls.max(1) as f64);
+        serde_json::json!({
+            "calls": self.calls,
+            "gpu_ms_per_call": per(self.gpu_ms),
+            "compute_ms_per_call": per((self.gpu_ms - self.wait_h2d_ms).max(0.0)),
+            "wait_h2d_ms_per_call": per(self.wait_h2d_ms),
+            "wait_storage_ms_per_call": per(self.wait_storage_ms),
+            "bytes_per_call": {
+                "vram": self.bytes_vram / self.calls.max(1),
+                "ram": self.bytes_ram / self.calls.max(1),
+                "storage": self.bytes_storage / self.calls.max(1),
+            },
+        })
+    }
+}
+
+struct Acts {
+    x: DevBuf,
+    h: DevBuf,
+    q: DevBuf,
+    k: DevBuf,
+    v: DevBuf,
+    att: DevBuf,
+    o: DevBuf,
+    g: DevBuf,
+    u: DevBuf,
+    xq: DevBuf,
+    logits: DevBuf,
+    ws: DevBuf,
+    ids: DevBuf,
+    out_id: DevBuf,
+    sample_ws: DevBuf,
+}
+
+/// Layer slots and events of the streamed tiers.
+struct Streamer {
+    order: Vec<usize>,
+    slots: Vec<DevBuf>,
+    slot_lib: Vec<Buffer>,
+    copied: Vec<CudaEvent>,
+    free: Vec<CudaEvent>,
+    free_recorded: Vec<bool>,
+    pending: Vec<Option<ReadHandle>>,
+    issued: u64,
+    consumed: u64,
+    copy: Arc<CudaStream>,
+    timing: Vec<(CudaEvent, CudaEvent)>,
+    timing_used: usize,
+}
+
+/// A model on the GPU.
+pub struct GpuEngine {
+    gpu: Gpu,
+    /// Hyper-parameters.
+    pub hp: HParams,
+    ctx: Context,
+    model: Model,
+    /// The placement.
+    pub plan: Plan,
+    maps: Vec<LayerMap>,
+    resident: Vec<Option<DevBuf>>,
+    pinned: Vec<Option<Buffer>>,
+    streamer: Option<Streamer>,
+    output: DevBuf,
+    output_ref: TRef,
+    output_norm: DevBuf,
+    rope_freqs: Option<DevBuf>,
+    embd_host: Option<Vec<u8>>,
+    embd_ref: TRef,
+    kv: Vec<(DevBuf, DevBuf)>,
+    acts: Acts,
+    cfg: GpuConfig,
+    pos: usize,
+    memo: Option<(u64, GgmlType, usize, usize)>,
+    stats: TokenStats,
+    ev_start: CudaEvent,
+    ev_end: CudaEvent,
+    fixed_vram: u64,
+    /// Seconds spent loading.
+    pub load_secs: f64,
+}
+
+impl std::fmt::Debug for GpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuEngine")
+            .field("plan", &self.plan)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+fn f32_bytes(n: usize) -> usize {
+    n * std::mem::size_of::<f32>()
+}
+
+impl GpuEngine {
+    /// Open `path`, plan the tiers, and load the resident and pinned layers.
+    pub fn load(path: &Path, cfg: GpuConfig) -> Result<Self> {
+        let t0 = Instant::now();
+        let gpu = Gpu::new(cfg.device)?;
+        let mut lcfg = Config::from_env()?;
+        lcfg.backend = BackendChoice::Cuda;
+        lcfg.device = cfg.device;
+        let ctx = Context::new(lcfg)?;
+        let model = ctx.open_model(path)?;
+        let hp = HParams::from_gguf(model.gguf())?;
+        let n_layer = hp.n_layer;
+        let maps: Vec<LayerMap> = (0..n_layer)
+            .map(|i| layer_map(&model, i))
+            .collect::<Result<_>>()?;
+        let layer_bytes: Vec<u64> = (0..n_layer)
+            .map(|i| model.layer_bytes(i))
+            .collect::<std::result::Result<_, _>>()?;
+
+        let tied = model.tensor("output.weight").is_err();
+        let out_name = if tied {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        let out_info = model.tensor(out_name)?.clone();
+        let output_ref = tref(&model, out_name, out_info.offset)?;
+        let embd_info = model.tensor("token_embd.weight")?.clone();
+        let embd_ref = tref(&model, "token_embd.weight", embd_info.offset)?;
+
+        let d = hp.n_embd;
+        let qd = hp.n_head * hp.head_dim;
+        let kvd = hp.n_head_kv * hp.head_dim;
+        let nb = cfg.max_batch.max(1);
+        let n_ctx = cfg.n_ctx.max(1);
+        let vocab = output_ref.rows;
+        let max_cols = d.max(hp.n_ff).max(qd);
+        let xq_bytes = nb
+            * [
+                GgmlType::Q4_K,
+                GgmlType::Q8_0,
+                GgmlType::Q4_1,
+                GgmlType::F32,
+                GgmlType::F16,
+            ]
+            .iter()
+            .map(|&t| gq::activation_row_bytes(t, max_cols).unwrap_or(f32_bytes(max_cols)))
+            .max()
+            .unwrap_or(f32_bytes(max_cols));
+        let ws_bytes = gops::attention_workspace_bytes(nb, n_ctx, hp.n_head, hp.head_dim);
+        let act_bytes = f32_bytes(nb * (2 * d + qd + 2 * kvd + qd + d + 2 * hp.n_ff))
+            + xq_bytes
+            + f32_bytes(vocab)
+            + ws_bytes;
+        let kv_bytes = (2 * n_layer * n_ctx * kvd * 2) as u64;
+        let fixed = out_info.size + act_bytes as u64 + kv_bytes + f32_bytes(d) as u64 + (64 << 20);
+
+        let (free_vram, _total) = gpu.context().mem_get_info().map_err(drv("cuMemGetInfo"))?;
+        let vram_budget = cfg
+            .vram_budget
+            .unwrap_or_else(|| (free_vram as u64).saturating_sub(VRAM_RESERVE));
+        let ram_budget = cfg.ram_budget.unwrap_or_else(|| {
+            mem_available()
+                .unwrap_or(0)
+                .saturating_sub(RAM_RESERVE)
+                .saturating_mul(9)
+                / 10
+        });
+        let h2d_bps = ctx.raw_h2d_peak(64 << 20, 3).ok().flatten().unwrap_or(25e9);
+        let storage_bps = std::env::var("LLMSTREAM_STORAGE_BPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1.5e9);
+        let plan = plan(&PlanInput {
+            layer_bytes: layer_bytes.clone(),
+            fixed_vram: fixed,
+            vram_budget,
+            ram_budget,
+            depth: cfg.depth,
+            h2d_bps,
+            storage_bps,
+            hbm_bps: 2.5e12,
+        })
+        .map_err(|e| InferError::Invalid(e.to_string()))?;
+        tracing::info!(
+            vram = plan.count(Tier::Vram),
+            ram = plan.count(Tier::Ram),
+            storage = plan.count(Tier::Storage),
+            vram_budget,
+            ram_budget,
+            "tier plan"
+        );
+
+        let stream = gpu.stream().clone();
+        let alloc = |n: usize| DevBuf::zeroed(&stream, n);
+        // Device allocations are zeroed on the compute stream; the library's copies run on its
+        // own stream, so make sure the memsets are done before it writes.
+        let mut resident = Vec::with_capacity(n_layer);
+        for (i, t) in plan.tiers.iter().enumerate() {
+            resident.push(if *t == Tier::Vram {
+                Some(alloc(
+                    usize::try_from(layer_bytes[i]).unwrap_or(usize::MAX),
+                )?)
+            } else {
+                None
+            });
+        }
+        let output = alloc(output_ref.bytes)?;
+        gpu.sync()?;
+        let src = model.source().clone();
+        // SAFETY: `output` is device memory of this context (the primary context the library
+        // also uses) and outlives the read, which is waited for here.
+        let wrapped = unsafe { ctx.wrap_device(output.span().ptr(), output.len())? };
+        ctx.read_async(&src, out_info.offset, out_info.size, &wrapped, 0)?
+            .wait()?;
+        let mut handles = Vec::new();
+        let mut wraps = Vec::new();
+        for (i, r) in resident.iter().enumerate() {
+            if let Some(buf) = r {
+                // SAFETY: as above; `buf` lives in `resident` for the engine's lifetime and the
+                // reads are waited for below.
+                let w = unsafe { ctx.wrap_device(buf.span().ptr(), buf.len())? };
+                handles.push(model.load_layer_async(&ctx, i, &w, 0)?);
+                wraps.push(w);
+            }
+        }
+        let mut pinned = Vec::with_capacity(n_layer);
+        for (i, t) in plan.tiers.iter().enumerate() {
+            pinned.push(if *t == Tier::Ram {
+                let b = ctx.alloc(
+                    BufferKind::Pinned,
+                    usize::try_from(layer_bytes[i]).unwrap_or(usize::MAX),
+                )?;
+                handles.push(model.load_layer_async(&ctx, i, &b, 0)?);
+                Some(b)
+            } else {
+                None
+            });
+        }
+        for h in handles {
+            h.wait()?;
+        }
+        drop(wraps);
+
+        let f32_tensor = |name: &str| -> Result<Vec<u8>> { Ok(model.read_tensor(&ctx, name)?) };
+        let output_norm = DevBuf::from_host(&stream, &f32_tensor("output_norm.weight")?)?;
+        let rope_freqs = match model.tensor("rope_freqs.weight") {
+            Ok(_) => Some(DevBuf::from_host(
+                &stream,
+                &f32_tensor("rope_freqs.weight")?,
+            )?),
+            Err(_) => None,
+        };
+        let embd_host = if tied {
+            None
+        } else {
+            Some(model.read_tensor(&ctx, "token_embd.weight")?)
+        };
+
+        let mut kv = Vec::with_capacity(n_layer);
+        for _ in 0..n_layer {
+            kv.push((alloc(n_ctx * kvd * 2)?, alloc(n_ctx * kvd * 2)?));
+        }
+        let acts = Acts {
+            x: alloc(f32_bytes(nb * d))?,
+            h: alloc(f32_bytes(nb * d.max(qd)))?,
+            q: alloc(f32_bytes(nb * qd))?,
+            k: alloc(f32_bytes(nb * kvd))?,
+            v: alloc(f32_bytes(nb * kvd))?,
+            att: alloc(f32_bytes(nb * qd))?,
+            o: alloc(f32_bytes(nb * d))?,
+            g: alloc(f32_bytes(nb * hp.n_ff))?,
+            u: alloc(f32_bytes(nb * hp.n_ff))?,
+            xq: alloc(xq_bytes)?,
+            logits: alloc(f32_bytes(vocab))?,
+            ws: alloc(ws_bytes)?,
+            ids: alloc(4 * nb)?,
+            out_id: alloc(4)?,
+            sample_ws: alloc(gops::sample_workspace_bytes(vocab))?,
+        };
+
+        let streamed: Vec<usize> = plan
+            .tiers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t != Tier::Vram)
+            .map(|(i, _)| i)
+            .collect();
+        let streamer = if streamed.is_empty() {
+            None
+        } else {
+            let gctx = gpu.context().clone();
+            let copy = gctx.new_stream().map_err(drv("cuStreamCreate"))?;
+            let slot_len = usize::try_from(plan.slot_bytes).unwrap_or(usize::MAX);
+            let mut slots = Vec::new();
+            let mut slot_lib = Vec::new();
+            let mut copied = Vec::new();
+            let mut free = Vec::new();
+            // Sleeping waits (the host must not spin on a core the CPU work needs).
+            let blocking = Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC);
+            for _ in 0..plan.slots {
+                let s = alloc(slot_len)?;
+                // SAFETY: the slot lives in the streamer as long as the wrapper.
+                slot_lib.push(unsafe { ctx.wrap_device(s.span().ptr(), s.len())? });
+                slots.push(s);
+                copied.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
+                free.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
+            }
+            Some(Streamer {
+                order: streamed,
+                free_recorded: vec![false; plan.slots],
+                pending: (0..plan.slots).map(|_| None).collect(),
+                slots,
+                slot_lib,
+                copied,
+                free,
+                issued: 0,
+                consumed: 0,
+                copy,
+                timing: Vec::new(),
+                timing_used: 0,
+            })
+        };
+        gpu.sync()?;
+        let ev_start = gpu
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+            .map_err(drv("cuEventCreate"))?;
+        let ev_end = gpu
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+            .map_err(drv("cuEventCreate"))?;
+        Ok(GpuEngine {
+            gpu,
+            hp,
+            ctx,
+            model,
+            plan,
+            maps,
+            resident,
+            pinned,
+            streamer,
+            output,
+            output_ref,
+            output_norm,
+            rope_freqs,
+            embd_host,
+            embd_ref,
+            kv,
+            acts,
+            cfg,
+            pos: 0,
+            memo: None,
+            stats: TokenStats::default(),
+            ev_start,
+            ev_end,
+            fixed_vram: fixed,
+            load_secs: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// VRAM the plan reserved whatever the placement (output matrix, KV cache, activations).
+    pub fn fixed_vram(&self) -> u64 {
+        self.fixed_vram
+    }
+
+    /// Positions processed so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Context length.
+    pub fn n_ctx(&self) -> usize {
+        self.cfg.n_ctx
+    }
+
+    /// Forget the sequence.
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Vocabulary size.
+    pub fn n_vocab(&self) -> usize {
+        self.output_ref.rows
+    }
+
+    /// Take the accumulated per-call statistics.
+    pub fn take_stats(&mut self) -> TokenStats {
+        std::mem::take(&mut self.stats)
+    }
+
+    /// The library context's streaming statistics.
+    pub fn library_stats(&self) -> llmstream::Stats {
+        self.ctx.stats()
+    }
+
+    /// Activation quantization for weight type `ty`, skipped when `x` already is.
+    fn quantize(&mut self, x: DevSpan, ty: GgmlType, cols: usize, n: usize) -> Result<()> {
+        let vdt = quant::vec_dot_type(ty).map_err(|e| InferError::Quant(e.to_string()))?;
+        let key = (x.ptr(), vdt, cols, n);
+        if self.memo == Some(key) {
+            return Ok(());
+        }
+        let bytes = gq::activation_row_bytes(ty, cols)? * n;
+        gq::quantize(
+            &self.gpu,
+            ty,
+            x.sub(0, f32_bytes(cols * n))?,
+            cols,
+            n,
+            self.acts.xq.sub(0, bytes)?,
+        )?;
+        self.memo = Some(key);
+        Ok(())
+    }
+
+    fn matmul(&mut self, w: DevSpan, t: TRef, x: DevSpan, n: usize, y: DevSpan) -> Result<()> {
+        self.quantize(x, t.ty, t.cols, n)?;
+        let bytes = gq::activation_row_bytes(t.ty, t.cols)? * n;
+        gq::matvec(
+            &self.gpu,
+            t.ty,
+            w.sub(t.off, t.bytes)?,
+            t.rows,
+            t.cols,
+            self.acts.xq.sub(0, bytes)?,
+            n,
+            y.sub(0, f32_bytes(t.rows * n))?,
+        )?;
+        Ok(())
+    }
+
+    /// Issue streamed transfers up to `upto` (global streamed index, inclusive).
+    fn issue(&mut self, upto: u64) -> Result<()> {
+        let Some(s) = self.streamer.as_mut() else {
+            return Ok(());
+        };
+        let nslots = s.slots.len() as u64;
+        let per_token = s.order.len() as u64;
+        while s.issued <= upto {
+            let j = s.issued;
+            let slot = usize::try_from(j % nslots).unwrap_or(0);
+            let layer = s.order[usize::try_from(j % per_token).unwrap_or(0)];
+            match self.plan.tiers[layer] {
+                Tier::Ram => {
+                    if s.free_recorded[slot] {
+                        s.copy
+                            .wait(&s.free[slot])
+                            .map_err(drv("cuStreamWaitEvent"))?;
+                    }
+                    let Some(src) = self.pinned[layer].as_ref() else {
+                        return Err(InferError::Gpu(format!("layer {layer}: no pinned copy")));
+                    };
+                    let Some(hp) = src.host_ptr() else {
+                        return Err(InferError::Gpu("pinned buffer without host memory".into()));
+                    };
+                    let len = src.len();
+                    // SAFETY: `hp..hp+len` is the pinned buffer of this layer, owned by the
+                    // engine, never written after load; the slot holds at least `len` bytes
+                    // (slots are sized for the largest layer); the copy is ordered after the
+                    // last reader of the slot by the wait above.
+                    unsafe {
+                        let host = std::slice::from_raw_parts(hp.cast_const(), len);
+                        cudarc::driver::result::memcpy_htod_async(
+                            s.slots[slot].span().ptr(),
+                            host,
+                            s.copy.cu_stream(),
+                        )
+                        .map_err(drv("cuMemcpyHtoDAsync"))?;
+                    }
+                    s.copied[slot]
+                        .record(&s.copy)
+                        .map_err(drv("cuEventRecord"))?;
+                    self.stats.bytes_ram += len as u64;
+                }
+                Tier::Storage => {
+                    let t = Instant::now();
+                    if s.free_recorded[slot] {
+                        s.free[slot]
+                            .synchronize()
+                            .map_err(drv("cuEventSynchronize"))?;
+                    }
+                    let h = self
+                        .model
+                        .load_layer_async(&self.ctx, layer, &s.slot_lib[slot], 0)?;
+                    s.pending[slot] = Some(h);
+                    self.stats.wait_storage_ms += t.elapsed().as_secs_f64() * 1e3;
+                    self.stats.bytes_storage += self.model.layer_bytes(layer)?;
+                }
+                Tier::Vram => {}
+            }
+            s.issued += 1;
+        }
+        Ok(())
+    }
+
+    /// Weights of layer `i`, waiting for its transfer when it is streamed.
+    fn layer_span(&mut self, i: usize) -> Result<(DevSpan, Option<usize>)> {
+        if let Some(b) = &self.resident[i] {
+            return Ok((b.span(), None));
+        }
+        let depth = self.cfg.depth as u64;
+        let j = match &self.streamer {
+            Some(s) => s.consumed,
+            None => return Err(InferError::Gpu(format!("layer {i} has no weights"))),
+        };
+        self.issue(j + depth)?;
+        let compute = self.gpu.stream().clone();
+        let gctx = self.gpu.context().clone();
+        let Some(s) = self.streamer.as_mut() else {
+            return Err(InferError::Gpu("no streamer".into()));
+        };
+        let slot = usize::try_from(j % s.slots.len() as u64).unwrap_or(0);
+        match self.plan.tiers[i] {
+            Tier::Ram => {
+                if s.timing_used == s.timing.len() {
+                    let timed = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+                    let a = gctx.new_event(timed).map_err(drv("cuEventCreate"))?;
+                    let b = gctx.new_event(timed).map_err(drv("cuEventCreate"))?;
+                    s.timing.push((a, b));
+                }
+                let (a, b) = &s.timing[s.timing_used];
+                s.timing_used += 1;
+                a.record(&compute).map_err(drv("cuEventRecord"))?;
+                compute
+                    .wait(&s.copied[slot])
+                    .map_err(drv("cuStreamWaitEvent"))?;
+                b.record(&compute).map_err(drv("cuEventRecord"))?;
+            }
+            Tier::Storage => {
+                let t = Instant::now();
+                if let Some(h) = s.pending[slot].take() {
+                    h.wait()?;
+                }
+                self.stats.wait_storage_ms += t.elapsed().as_secs_f64() * 1e3;
+            }
+            Tier::Vram => {}
+        }
+        s.consumed += 1;
+        Ok((s.slots[slot].span(), Some(slot)))
+    }
+
+    fn release(&mut self, slot: Option<usize>) -> Result<()> {
+        if let (Some(slot), Some(s)) = (slot, self.streamer.as_mut()) {
+            s.free[slot]
+                .record(self.gpu.stream())
+                .map_err(drv("cuEventRecord"))?;
+            s.free_recorded[slot] = true;
+        }
+        Ok(())
+    }
+
+    /// Run `tokens` at the next positions; the logits of the last one stay on the GPU.
+    pub fn forward(&mut self, tokens: &[u32]) -> Result<()> {
+        let n = tokens.len();
+        if n == 0 {
+            return Err(InferError::Invalid("no tokens to run".into()));
+        }
+        if n > self.cfg.max_batch {
+            for c in tokens.chunks(self.cfg.max_batch) {
+                self.forward(c)?;
+            }
+            return Ok(());
+        }
+        if self.pos + n > self.cfg.n_ctx {
+            return Err(InferError::Invalid(format!(
+                "context full: {} + {n} tokens exceed {} positions",
+                self.pos, self.cfg.n_ctx
+            )));
+        }
+        let stream = self.gpu.stream().clone();
+        self.ev_start
+            .record(&stream)
+            .map_err(drv("cuEventRecord"))?;
+        if let Some(s) = self.streamer.as_mut() {
+            s.timing_used = 0;
+        }
+        let hp = self.hp.clone();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let vocab = self.n_vocab();
+        for &t in tokens {
+            if t as usize >= self.embd_ref.rows {
+                return Err(InferError::Invalid(format!(
+                    "token id {t} outside the vocabulary ({})",
+                    self.embd_ref.rows
+                )));
+            }
+        }
+        // Embeddings: on the GPU from the resident (tied) table, else on the CPU.
+        let x = self.acts.x.sub(0, f32_bytes(n * d))?;
+        if let Some(table) = &self.embd_host {
+            let e = self.embd_ref;
+            let row = e.bytes / e.rows;
+            let mut host = vec![0f32; n * d];
+            for (i, &t) in tokens.iter().enumerate() {
+                let t = t as usize;
+                quant::dequantize(
+                    e.ty,
+                    &table[t * row..(t + 1) * row],
+                    &mut host[i * d..(i + 1) * d],
+                )
+                .map_err(|er| InferError::Quant(er.to_string()))?;
+            }
+            let bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.acts.x.write(&stream, 0, &bytes)?;
+        } else {
+            let ids: Vec<u8> = tokens.iter().flat_map(|&t| t.to_le_bytes()).collect();
+            self.acts.ids.write(&stream, 0, &ids)?;
+            let e = self.embd_ref;
+            gq::get_rows(
+                &self.gpu,
+                e.ty,
+                self.output.span(),
+                e.rows,
+                e.cols,
+                self.acts.ids.sub(0, 4 * n)?,
+                n,
+                x,
+            )?;
+        }
+        let h = self.acts.h.sub(0, f32_bytes(n * d))?;
+        let q = self.acts.q.sub(0, f32_bytes(n * qd))?;
+        let k = self.acts.k.sub(0, f32_bytes(n * kvd))?;
+        let v = self.acts.v.sub(0, f32_bytes(n * kvd))?;
+        let att = self.acts.att.sub(0, f32_bytes(n * qd))?;
+        let o = self.acts.o.sub(0, f32_bytes(n * d))?;
+        let g = self.acts.g.sub(0, f32_bytes(n * hp.n_ff))?;
+        let u = self.acts.u.sub(0, f32_bytes(n * hp.n_ff))?;
+        #[allow(clippy::cast_precision_loss)]
+        let scale = 1.0 / (hd as f32).sqrt();
+        let factors = self.rope_freqs.as_ref().map(DevBuf::span);
+        let ws = self.acts.ws.span();
+        for li in 0..hp.n_layer {
+            let (w, slot) = self.layer_span(li)?;
+            let m = self.maps[li].clone();
+            if slot.is_none() {
+                self.stats.bytes_vram += self.model.layer_bytes(li)?;
+            }
+            self.memo = None;
+            gops::rms_norm(
+                &self.gpu,
+                x,
+                w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
+                h,
+                n,
+                d,
+                hp.rms_eps,
+            )?;
+            self.matmul(w, m.wq, h, n, q)?;
+            self.matmul(w, m.wk, h, n, k)?;
+            self.matmul(w, m.wv, h, n, v)?;
+            for (b, y, width) in [(m.bq, q, qd), (m.bk, k, kvd), (m.bv, v, kvd)] {
+                if let Some(b) = b {
+                    gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, n, width)?;
+                }
+            }
+            for (y, heads) in [(q, hp.n_head), (k, hp.n_head_kv)] {
+                gops::rope(
+                    &self.gpu,
+                    y,
+                    n,
+                    heads,
+                    hd,
+                    hp.n_rot,
+                    self.pos,
+                    hp.rope_freq_base,
+                    hp.rope_freq_scale,
+                    factors,
+                    hp.rope_mode,
+                )?;
+            }
+            let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
+            gops::kv_store(&self.gpu, k, v, kc, vc, self.cfg.n_ctx, kvd, self.pos, n)?;
+            gops::attention(
+                &self.gpu,
+                q,
+                kc,
+                vc,
+                att,
+                ws,
+                n,
+                self.pos,
+                hp.n_head,
+                hp.n_head_kv,
+                hd,
+                scale,
+            )?;
+            self.memo = None;
+            self.matmul(w, m.wo, att, n, o)?;
+            gops::add(&self.gpu, x, o, n * d)?;
+            self.memo = None;
+            gops::rms_norm(
+                &self.gpu,
+                x,
+                w.sub(m.ffn_norm.off, m.ffn_norm.bytes)?,
+                h,
+                n,
+                d,
+                hp.rms_eps,
+            )?;
+            self.matmul(w, m.gate, h, n, g)?;
+            self.matmul(w, m.up, h, n, u)?;
+            gops::swiglu(&self.gpu, g, u, n * hp.n_ff)?;
+            self.memo = None;
+            self.matmul(w, m.down, g, n, o)?;
+            gops::add(&self.gpu, x, o, n * d)?;
+            self.release(slot)?;
+        }
+        self.pos += n;
+        // Output norm and logits of the last token.
+        let last = x.sub(f32_bytes((n - 1) * d), f32_bytes(d))?;
+        let hn = self.acts.h.sub(0, f32_bytes(d))?;
+        self.memo = None;
+        gops::rms_norm(
+            &self.gpu,
+            last,
+            self.output_norm.span(),
+            hn,
+            1,
+            d,
+            hp.rms_eps,
+        )?;
+        let out = self.output.span();
+        let oref = TRef {
+            off: 0,
+            ..self.output_ref
+        };
+        let logits = self.acts.logits.sub(0, f32_bytes(vocab))?;
+        self.matmul(out, oref, hn, 1, logits)?;
+        self.stats.bytes_vram += self.output_ref.bytes as u64;
+        self.ev_end.record(&stream).map_err(drv("cuEventRecord"))?;
+        self.stats.calls += 1;
+        Ok(())
+    }
+
+    /// Greedy (or sampled, when `sample` is given with a uniform number) next token from the
+    /// logits of the last forward call. Synchronises with the GPU.
+    pub fn next_token(&mut self, sample: Option<(&gops::GpuSampleParams, f32)>) -> Result<u32> {
+        let vocab = self.n_vocab();
+        let logits = self.acts.logits.sub(0, f32_bytes(vocab))?;
+        match sample {
+            None => gops::argmax(&self.gpu, logits, vocab, self.acts.out_id.span())?,
+            Some((p, u)) => gops::sample(
+                &self.gpu,
+                logits,
+                vocab,
+                p,
+                u,
+                self.acts.sample_ws.span(),
+                self.acts.out_id.span(),
+            )?,
+        }
+        let mut id = [0u8; 4];
+        self.acts.out_id.read(self.gpu.stream(), &mut id)?;
+        self.collect_timing()?;
+        Ok(u32::from_le_bytes(id))
+    }
+
+    /// Logits of the last forward call, copied to the host (tests, comparisons).
+    pub fn logits(&mut self) -> Result<Vec<f32>> {
+        let v = self
+            .acts
+            .logits
+            .read_f32(self.gpu.stream(), self.n_vocab())?;
+        self.collect_timing()?;
+        Ok(v)
+    }
+
+    /// Apply the repeat penalty over `history` to the logits on the GPU.
+    pub fn repeat_penalty(&mut self, history: &[u32], penalty: f32) -> Result<()> {
+        if history.is_empty() || (penalty - 1.0).abs() < f32::EPSILON {
+            return Ok(());
+        }
+        let n = history.len().min(self.cfg.max_batch);
+        let tail = &history[history.len() - n..];
+        let ids: Vec<u8> = tail.iter().flat_map(|&t| t.to_le_bytes()).collect();
+        let stream = self.gpu.stream().clone();
+        self.acts.ids.write(&stream, 0, &ids)?;
+        let vocab = self.n_vocab();
+        gops::repeat_penalty(
+            &self.gpu,
+            self.acts.logits.sub(0, f32_bytes(vocab))?,
+            vocab,
+            self.acts.ids.sub(0, 4 * n)?,
+            n,
+            penalty,
+        )?;
+        Ok(())
+    }
+
+    /// After a synchronisation: add the call's GPU time and H2D waits to the statistics.
+    fn collect_timing(&mut self) -> Result<()> {
+        if let Ok(ms) = self.ev_start.elapsed_ms(&self.ev_end) {
+            self.stats.gpu_ms += f64::from(ms);
+        }
+        if let Some(s) = self.streamer.as_mut() {
+            for (a, b) in &s.timing[..s.timing_used] {
+                if let Ok(ms) = a.elapsed_ms(b) {
+                    self.stats.wait_h2d_ms += f64::from(ms);
+                }
+            }
+            s.timing_used = 0;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,251 @@
+//! The tier planner: which layers live in VRAM, which in pinned RAM (copied to the GPU each
+//! token), which are read from storage each token.
+//!
+//! Cost model (docs/tiers.md): per token, a resident layer costs its compute; a streamed layer
+//! costs `max(compute, bytes / link)` when the copy of the next streamed layer overlaps the
+//! compute of the current ones, and a storage layer adds `bytes / storage` on top because the
+//! storage read cannot be hidden behind a faster link. So, for a fixed VRAM budget, every layer
+//! that fits is resident; then as many as fit go to pinned RAM; the rest come from storage.
+//! Streamed layers are spread evenly among resident ones, so each streamed copy overlaps the
+//! compute of the resident layers before it instead of queueing behind the previous copy.
+
+use serde_json::json;
+
+/// Where a layer's weights live between tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// In VRAM for the whole run.
+    Vram,
+    /// In page-locked host memory, copied to a VRAM slot each token.
+    Ram,
+    /// On storage, read (O_DIRECT, through the library) into a VRAM slot each token.
+    Storage,
+}
+
+impl Tier {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Vram => "vram",
+            Tier::Ram => "ram",
+            Tier::Storage => "storage",
+        }
+    }
+}
+
+/// Inputs of the planner, in bytes and bytes per second.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    /// Bytes of each layer (its span in the file).
+    pub layer_bytes: Vec<u64>,
+    /// Bytes that must be in VRAM whatever the plan: output matrix and norm, KV cache,
+    /// activations, workspaces.
+    pub fixed_vram: u64,
+    /// VRAM available to llmstream (budget).
+    pub vram_budget: u64,
+    /// Host memory available for the pinned tier (budget).
+    pub ram_budget: u64,
+    /// Layers copied ahead of use (the pipeline depth); `depth + 1` VRAM slots are reserved
+    /// whenever a layer is streamed.
+    pub depth: usize,
+    /// Measured pinned host → VRAM rate.
+    pub h2d_bps: f64,
+    /// Measured storage read rate.
+    pub storage_bps: f64,
+    /// Device memory bandwidth (compute time of a resident layer ≈ bytes / this).
+    pub hbm_bps: f64,
+}
+
+/// The placement and its predicted cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Tier of each layer.
+    pub tiers: Vec<Tier>,
+    /// VRAM slots for streamed layers (0 when everything is resident).
+    pub slots: usize,
+    /// Bytes of the largest layer (the slot size).
+    pub slot_bytes: u64,
+    /// Predicted seconds per token (weights only).
+    pub predicted_s: f64,
+}
+
+/// Why no plan fits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Even with every layer streamed the fixed part and the slots exceed the VRAM budget.
+    #[error(
+        "the VRAM budget ({budget} bytes) is below the minimum this model needs ({need} bytes: \
+         output matrix, KV cache, activations and {slots} layer slots)"
+    )]
+    VramTooSmall {
+        /// Budget.
+        budget: u64,
+        /// Minimum.
+        need: u64,
+        /// Slots counted.
+        slots: usize,
+    },
+}
+
+impl Plan {
+    /// Layers in `tier`.
+    pub fn count(&self, tier: Tier) -> usize {
+        self.tiers.iter().filter(|&&t| t == tier).count()
+    }
+
+    /// JSON summary (`--json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "vram_layers": self.count(Tier::Vram),
+            "ram_layers": self.count(Tier::Ram),
+            "storage_layers": self.count(Tier::Storage),
+            "slots": self.slots,
+            "slot_bytes": self.slot_bytes,
+            "predicted_ms_per_token": self.predicted_s * 1e3,
+            "placement": self.tiers.iter().map(|t| t.name()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Spread `k` marks over `n` positions evenly (the last position always marked when k > 0,
+/// so the copy of the first streamed layer has the most compute in front of it).
+fn spread(n: usize, k: usize) -> Vec<bool> {
+    let mut out = vec![false; n];
+    if k == 0 {
+        return out;
+    }
+    for j in 0..k {
+        // positions n - 1 - floor(j * n / k), distinct for k <= n
+        let p = n - 1 - j * n / k;
+        out[p] = true;
+    }
+    out
+}
+
+/// Place the layers.
+pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
+    let n = inp.layer_bytes.len();
+    let slot_bytes = inp.layer_bytes.iter().copied().max().unwrap_or(0);
+    let total: u64 = inp.layer_bytes.iter().sum();
+    let hbm = inp.hbm_bps.max(1.0);
+    // Everything resident?
+    if inp.fixed_vram.saturating_add(total) <= inp.vram_budget {
+        return Ok(Plan {
+            tiers: vec![Tier::Vram; n],
+            slots: 0,
+            slot_bytes,
+            predicted_s: total as f64 / hbm,
+        });
+    }
+    let slots = inp.depth + 1;
+    let need = inp
+        .fixed_vram
+        .saturating_add(slot_bytes.saturating_mul(slots as u64));
+    if need > inp.vram_budget {
+        return Err(PlanError::VramTooSmall {
+            budget: inp.vram_budget,
+            need,
+            slots,
+        });
+    }
+    // Resident: as many layers as fit (layers are about the same size; count by the average to
+    // stay within budget with mixed sizes, then verify).
+    let mut left = inp.vram_budget - need;
+    let order: Vec<usize> = (0..n).collect();
+    let mut resident = 0usize;
+    for &i in &order {
+        if inp.layer_bytes[i] <= left {
+            left -= inp.layer_bytes[i];
+            resident += 1;
+        } else {
+            break;
+        }
+    }
+    let streamed = n - resident;
+    let marks = spread(n, streamed);
+    let mut tiers: Vec<Tier> = marks
+        .iter()
+        .map(|&m| if m { Tier::Ram } else { Tier::Vram })
+        .collect();
+    // Pinned RAM for streamed layers, in layer order; the rest from storage.
+    let mut ram_left = inp.ram_budget;
+    for (i, t) in tiers.iter_mut().enumerate() {
+        if *t == Tier::Ram {
+            if inp.layer_bytes[i] <= ram_left {
+                ram_left -= inp.layer_bytes[i];
+            } else {
+                *t = Tier::Storage;
+            }
+        }
+    }
+    let mut s = 0.0;
+    for (i, t) in tiers.iter().enumerate() {
+        let b = inp.layer_bytes[i] as f64;
+        s += match t {
+            Tier::Vram => b / hbm,
+            Tier::Ram => (b / inp.h2d_bps.max(1.0)).max(b / hbm),
+            Tier::Storage => b / inp.storage_bps.max(1.0) + b / inp.h2d_bps.max(1.0),
+        };
+    }
+    Ok(Plan {
+        tiers,
+        slots,
+        slot_bytes,
+        predicted_s: s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(n: usize, layer: u64, vram: u64, ram: u64) -> PlanInput {
+        PlanInput {
+            layer_bytes: vec![layer; n],
+            fixed_vram: 100,
+            vram_budget: vram,
+            ram_budget: ram,
+            depth: 2,
+            h2d_bps: 50e9,
+            storage_bps: 1.5e9,
+            hbm_bps: 3e12,
+        }
+    }
+
+    #[test]
+    fn everything_resident_when_it_fits() {
+        let p = plan(&input(10, 50, 600, 0)).unwrap();
+        assert_eq!(p.count(Tier::Vram), 10);
+        assert_eq!(p.slots, 0);
+    }
+
+    #[test]
+    fn fills_vram_then_ram_then_storage() {
+        // 10 layers of 50; budget 100 fixed + 3 slots (150) + 5 layers (250) = 500.
+        let p = plan(&input(10, 50, 500, 150)).unwrap();
+        assert_eq!(p.count(Tier::Vram), 5);
+        assert_eq!(p.count(Tier::Ram), 3);
+        assert_eq!(p.count(Tier::Storage), 2);
+        assert_eq!(p.slots, 3);
+        // the streamed layers are spread out, the last layer is streamed
+        assert_eq!(p.tiers[9], Tier::Ram);
+        assert!(p.predicted_s > 0.0);
+    }
+
+    #[test]
+    fn too_small_a_budget_is_an_error() {
+        assert!(matches!(
+            plan(&input(10, 50, 200, 0)),
+            Err(PlanError::VramTooSmall { .. })
+        ));
+    }
+
+    #[test]
+    fn spread_marks_exactly_k() {
+        for n in 1..40 {
+            for k in 0..=n {
+                assert_eq!(spread(n, k).iter().filter(|&&b| b).count(), k, "{n} {k}");
+            }
+        }
+    }
+}
