@@ -4,7 +4,9 @@
 
 use llmstream::gguf::{GgmlType, GgufFile, Value};
 use llmstream::{BackendChoice, Config, Context};
-use llmstream_infer::synth::{self, blocks, Plan, QuantMix, SynthError, SynthSpec, TokenizerSource};
+use llmstream_infer::synth::{
+    self, blocks, Plan, QuantMix, SynthError, SynthSpec, TokenizerSource,
+};
 use llmstream_infer::{weights::Weights, Arch, HParams, KvType, Transformer};
 use std::path::{Path, PathBuf};
 
@@ -170,11 +172,15 @@ fn tied_output_loads_and_runs() {
     check_model("tiny-llama", true);
 }
 
-/// The reference `gguf` package opens the file and dequantizes every tensor to finite values.
+/// The reference `gguf` package opens the file and dequantizes every tensor to finite values;
+/// llama.cpp (llama-cpp-python), when installed, loads it and gives finite, varied logits.
 fn python_reads(path: &Path, n_tensors: usize) {
     let python = Path::new("/root/refenv/bin/python");
     if !python.exists() {
-        eprintln!("skipped: {} is absent (gguf Python check)", python.display());
+        eprintln!(
+            "skipped: {} is absent (gguf Python check)",
+            python.display()
+        );
         return;
     }
     let script = r#"
@@ -186,6 +192,16 @@ for t in r.tensors:
     assert np.isfinite(v).all(), t.name
     assert v.size == int(np.prod(t.shape)), t.name
 print(len(r.tensors), r.fields["general.architecture"].contents())
+try:
+    import llama_cpp
+except ImportError:
+    print("skipped: llama_cpp is absent")
+    sys.exit(0)
+m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=32, logits_all=True, verbose=False)
+m.eval([1, 500, 12000, 7])
+lg = np.array(m.scores[3])
+assert np.isfinite(lg).all() and lg.max() - lg.min() > 1.0, (lg.min(), lg.max())
+print("llama.cpp ran it")
 "#;
     let out = std::process::Command::new(python)
         .arg("-c")
@@ -203,6 +219,7 @@ print(len(r.tensors), r.fields["general.architecture"].contents())
         stdout.starts_with(&format!("{n_tensors} ")),
         "gguf read: {stdout}"
     );
+    eprintln!("{stdout}");
 }
 
 #[test]

@@ -310,7 +310,11 @@ mod tests {
     fn stats(v: &[f32]) -> (f64, f64) {
         let n = v.len() as f64;
         let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
+        let var = v
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n;
         (mean, var.sqrt())
     }
 
@@ -379,8 +383,8 @@ mod tests {
     fn same_seed_same_bytes_other_seed_other_bytes() {
         let d = Dist::weights(4096, 1.0);
         for ty in TYPES {
-            let n = usize::try_from(chunk_blocks(ty) * ty.type_size() * 3 + ty.type_size())
-                .unwrap();
+            let n =
+                usize::try_from(chunk_blocks(ty) * ty.type_size() * 3 + ty.type_size()).unwrap();
             let mut a = vec![0u8; n];
             let mut b = vec![0u8; n];
             let mut c = vec![0u8; n];

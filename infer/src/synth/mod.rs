@@ -139,7 +139,13 @@ impl SynthSpec {
         if self.n_layer >= usize::try_from(llmstream::gguf::MAX_LAYERS).unwrap_or(usize::MAX) {
             return bad(format!("{} layers is too many", self.n_layer));
         }
-        let all = [self.n_layer, self.n_embd, self.n_ff, self.n_head, self.n_ctx];
+        let all = [
+            self.n_layer,
+            self.n_embd,
+            self.n_ff,
+            self.n_head,
+            self.n_ctx,
+        ];
         if all.iter().any(|&x| u32::try_from(x).is_err()) {
             return bad("a dimension does not fit in 32 bits".into());
         }
