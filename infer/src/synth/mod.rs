@@ -149,10 +149,8 @@ impl SynthSpec {
         if all.iter().any(|&x| u32::try_from(x).is_err()) {
             return bad("a dimension does not fit in 32 bits".into());
         }
-        if !(self.rope_base.is_finite() && self.rope_base > 0.0)
-            || !(self.rms_eps.is_finite() && self.rms_eps > 0.0)
-            || !(self.gain.is_finite() && self.gain > 0.0)
-        {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        if !(positive(self.rope_base) && positive(self.rms_eps) && positive(self.gain)) {
             return bad(format!(
                 "rope base {}, rms eps {} and gain {} must be positive and finite",
                 self.rope_base, self.rms_eps, self.gain
