@@ -147,6 +147,15 @@ fn gb(bytes: u64) -> f64 {
     b / 1e9
 }
 
+/// `4.47 GB`, or `3.56 MB` below a gigabyte.
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.2} GB", gb(bytes))
+    } else {
+        format!("{:.2} MB", gb(bytes) * 1e3)
+    }
+}
+
 /// Run the command.
 pub fn run(a: &SynthArgs) -> Result<()> {
     let spec = a.spec()?;
@@ -228,9 +237,9 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         .with_context(|| format!("renaming {} to {}", tmp.display(), a.output.display()))?;
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "wrote {}: {:.2} GB, {} {} layers, {} tensors, {} ({} tokens) in {:.1} s: {:.2} GB/s",
+        "wrote {}: {}, {} {} layers, {} tensors, {} ({} tokens) in {:.1} s: {:.2} GB/s",
         a.output.display(),
-        gb(len),
+        size(len),
         spec.arch_name(),
         spec.n_layer,
         plan.tensors().len(),
