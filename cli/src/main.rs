@@ -5,6 +5,7 @@ mod common;
 mod doctor;
 mod inspect;
 mod run;
+mod synth;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check what this machine allows on the data path and which path llmstream takes.
     Doctor(doctor::DoctorArgs),
+    /// Write a synthetic GGUF model: real shapes and tokenizer, random weights.
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => run::chat(a),
         Command::Tokenize(a) => run::tokenize(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Synth(a) => synth::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

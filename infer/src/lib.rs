@@ -14,6 +14,7 @@ pub mod kv;
 pub mod ops;
 pub mod quant;
 pub mod sampler;
+pub mod synth;
 pub mod tokenizer;
 pub mod weights;
 

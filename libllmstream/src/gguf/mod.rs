@@ -20,9 +20,11 @@ mod metadata;
 mod parse;
 mod reader;
 mod types;
+pub mod write;
 
 pub use error::GgufError;
 pub use types::GgmlType;
+pub use write::{GgufWriter, TensorDataWriter, WriteError};
 
 use std::io::BufReader;
 use std::ops::Range;

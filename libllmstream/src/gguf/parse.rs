@@ -26,7 +26,7 @@ const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 8 + 4 + 8;
 const MAX_RESERVE: usize = 1 << 16;
 
 /// Value type ids of the GGUF specification.
-mod value_type {
+pub(super) mod value_type {
     pub const U8: u32 = 0;
     pub const I8: u32 = 1;
     pub const U16: u32 = 2;
