@@ -42,7 +42,7 @@ pub enum QuantError {
     ThreadPool {
         threads: usize,
         #[source]
-        source: rayon::ThreadPoolBuildError,
+        source: std::io::Error,
     },
 }
 

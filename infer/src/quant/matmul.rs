@@ -1,6 +1,6 @@
 //! Weight matrices and their products with activations, multithreaded over weight rows.
 //!
-//! Work runs on one dedicated rayon pool, sized by [`set_threads`] (default: the number of
+//! Work runs on one dedicated spinning pool ([`super::pool`]), sized by [`set_threads`] (default: the number of
 //! CPUs). Activations are quantized once per call on the calling thread into a reusable
 //! thread-local buffer, so a `matvec` allocates nothing once warm.
 
@@ -8,9 +8,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::pool::SpinPool;
 use llmstream::gguf::GgmlType;
-use rayon::prelude::*;
-use rayon::ThreadPool;
 
 use super::dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, Backend, DotFn, Path};
 use super::q8::{activation_bytes, quantize_activations};
@@ -110,13 +109,10 @@ pub fn dequantize_row(w: &QMatrix<'_>, r: usize, out: &mut [f32]) -> Result<(), 
 
 // ------------------------------------------------------------------------------ thread pool
 
-static POOL: RwLock<Option<Arc<ThreadPool>>> = RwLock::new(None);
+static POOL: RwLock<Option<Arc<SpinPool>>> = RwLock::new(None);
 
-fn build_pool(threads: usize) -> Result<Arc<ThreadPool>, QuantError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("llmstream-quant-{i}"))
-        .build()
+fn build_pool(threads: usize) -> Result<Arc<SpinPool>, QuantError> {
+    SpinPool::new(threads)
         .map(Arc::new)
         .map_err(|source| QuantError::ThreadPool { threads, source })
 }
@@ -133,10 +129,10 @@ pub fn set_threads(n: usize) -> Result<(), QuantError> {
 
 /// The number of worker threads of the quant pool.
 pub fn threads() -> Result<usize, QuantError> {
-    Ok(pool()?.current_num_threads())
+    Ok(pool()?.threads())
 }
 
-fn pool() -> Result<Arc<ThreadPool>, QuantError> {
+fn pool() -> Result<Arc<SpinPool>, QuantError> {
     if let Some(p) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         return Ok(Arc::clone(p));
     }
@@ -415,19 +411,24 @@ impl Job<'_> {
     }
 
     /// All rows, in parallel over chunks of rows on `pool`.
-    fn run(&self, pool: &ThreadPool, out: &mut [f32]) {
+    fn run(&self, pool: &SpinPool, out: &mut [f32]) {
         let rows = out.len() / self.n.max(1);
-        let threads = pool.current_num_threads();
+        let threads = pool.threads();
         // Small products are not worth waking the pool for.
         if threads <= 1 || self.data.len() < 64 * 1024 {
             self.rows(0, out);
             return;
         }
         let per_task = rows_per_task(rows, self.rb, threads);
-        pool.install(|| {
-            out.par_chunks_mut(per_task * self.n)
-                .enumerate()
-                .for_each(|(c, chunk)| self.rows(c * per_task, chunk));
+        let chunk = per_task * self.n;
+        let tasks = out.len().div_ceil(chunk);
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
+            out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
+        pool.run(tasks, &|c| {
+            // Each task index is taken once, so each lock is uncontended.
+            if let Ok(mut part) = chunks[c].lock() {
+                self.rows(c * per_task, &mut part);
+            }
         });
     }
 }

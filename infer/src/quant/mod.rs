@@ -26,6 +26,7 @@ mod dequant;
 pub mod dot;
 mod error;
 mod matmul;
+mod pool;
 pub mod q8;
 mod simd;
 

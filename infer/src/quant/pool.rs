@@ -1,0 +1,228 @@
+//! A persistent thread pool for the matrix products: workers spin briefly between jobs and then
+//! sleep, so the back-to-back products of a decode step start without a wake-up (the pool that
+//! sleeps right away spent a quarter of decode time in futex wake-ups), and an idle process
+//! uses no CPU.
+//!
+//! The only `unsafe` here erases the lifetime of the job closure so workers can call it;
+//! [`SpinPool::run`] does not return before every worker has left the job, so the closure
+//! outlives every call.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
+type Task = dyn Fn(usize) + Sync;
+
+struct Shared {
+    epoch: AtomicU64,
+    job: UnsafeCell<Option<*const Task>>,
+    n_tasks: AtomicUsize,
+    next: AtomicUsize,
+    active: AtomicUsize,
+    parked: AtomicUsize,
+    shutdown: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
+    caller: Mutex<()>,
+}
+
+// SAFETY: `job` is written only by the thread holding `caller` while no worker is inside a job
+// (`active == 0`), and read by workers only between observing a new epoch and decrementing
+// `active`; the pointee is `Sync`.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointer is only dereferenced under that protocol.
+unsafe impl Send for Shared {}
+
+/// The pool: `threads - 1` workers plus the calling thread.
+pub(crate) struct SpinPool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for SpinPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpinPool")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+impl SpinPool {
+    /// A pool of `threads` (at least 1) threads, counting the caller.
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(0),
+            job: UnsafeCell::new(None),
+            n_tasks: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            caller: Mutex::new(()),
+        });
+        let mut workers = Vec::with_capacity(threads - 1);
+        for i in 1..threads {
+            let s = Arc::clone(&shared);
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("llmstream-quant-{i}"))
+                    .spawn(move || worker(&s))?,
+            );
+        }
+        Ok(SpinPool {
+            shared,
+            workers,
+            threads,
+        })
+    }
+
+    /// Threads, counting the caller.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Run `f(0) .. f(n_tasks - 1)` across the pool; returns when all are done. A second
+    /// caller while a job runs (another thread) runs its tasks inline instead of waiting.
+    pub(crate) fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync + '_)) {
+        let s = &*self.shared;
+        let guard = match s.caller.try_lock() {
+            Ok(g) if self.threads > 1 && n_tasks > 1 => g,
+            _ => {
+                (0..n_tasks).for_each(f);
+                return;
+            }
+        };
+        let short: *const (dyn Fn(usize) + Sync + '_) = f;
+        // SAFETY: only the lifetime bound changes (same fat pointer layout); the pointer is
+        // dereferenced by workers only while this call runs (see the module docs).
+        let erased: *const Task = unsafe { std::mem::transmute(short) };
+        // SAFETY: we hold `caller` and the previous job is finished (`active == 0`, waited for
+        // below before the previous `run` returned), so no worker reads `job` now.
+        unsafe { *s.job.get() = Some(erased) };
+        s.next.store(0, Ordering::SeqCst);
+        s.n_tasks.store(n_tasks, Ordering::SeqCst);
+        s.active.store(self.threads - 1, Ordering::SeqCst);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        if s.parked.load(Ordering::SeqCst) > 0 {
+            let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.cv.notify_all();
+        }
+        take_tasks(s, f);
+        while s.active.load(Ordering::Acquire) > 0 {
+            std::hint::spin_loop();
+        }
+        drop(guard);
+    }
+}
+
+fn take_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync + '_)) {
+    let n = s.n_tasks.load(Ordering::SeqCst);
+    loop {
+        let i = s.next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        f(i);
+    }
+}
+
+fn worker(s: &Shared) {
+    // Epoch 0 is the state at creation: a job published before this thread got to run is
+    // still taken (loading the epoch here could skip it and leave the caller waiting).
+    let mut seen = 0;
+    loop {
+        let t0 = Instant::now();
+        let mut spins = 0u32;
+        while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins % 256 == 0 && t0.elapsed() > SPIN {
+                s.parked.fetch_add(1, Ordering::SeqCst);
+                let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
+                    g = s.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                drop(g);
+                s.parked.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        if s.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        seen = s.epoch.load(Ordering::SeqCst);
+        // SAFETY: a new epoch was published after `job` was written (SeqCst), and the caller
+        // waits for this worker's `active` decrement before it returns or writes `job` again,
+        // so the closure is alive and unchanged while we use it.
+        if let Some(f) = unsafe { *s.job.get() } {
+            // SAFETY: see above: the pointer came from a live `&Task` of the running `run`.
+            let f = unsafe { &*f };
+            take_tasks(s, f);
+        }
+        s.active.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl Drop for SpinPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _l = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.cv.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn runs_every_task_once_across_many_jobs_and_sleeps() {
+        let p = SpinPool::new(3).unwrap();
+        for round in 0..2000u64 {
+            let hits: Vec<AtomicU64> = (0..37).map(|_| AtomicU64::new(0)).collect();
+            p.run(37, &|i| {
+                hits[i].fetch_add(round + 1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == round + 1));
+            if round % 500 == 0 {
+                std::thread::sleep(Duration::from_millis(2)); // workers park and wake again
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_do_not_deadlock() {
+        let p = Arc::new(SpinPool::new(2).unwrap());
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        let c = AtomicU64::new(0);
+                        p.run(9, &|_| {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert_eq!(c.load(Ordering::Relaxed), 9);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+}
