@@ -97,10 +97,19 @@ pub fn apply_repeat_penalty(logits: &mut [f32], window: &[u32], penalty: f32) {
     for &t in window {
         if seen.insert(t) {
             if let Some(l) = logits.get_mut(t as usize) {
-                *l = if *l <= 0.0 { *l * penalty } else { *l / penalty };
+                *l = if *l <= 0.0 {
+                    *l * penalty
+                } else {
+                    *l / penalty
+                };
             }
         }
     }
+}
+
+/// Whether a temperature samples (positive; 0, negative and NaN are greedy).
+pub(crate) fn greedy_off(temperature: f32) -> bool {
+    temperature > 0.0
 }
 
 /// One weight unit is 2^-40 of the best candidate's weight.
@@ -121,7 +130,7 @@ pub(crate) fn fexp(x: f32) -> f32 {
         f32::from_bits(0x3e2a_aaab), // 1/3!
         0.5,
     ];
-    if !(x >= -87.0) {
+    if x.is_nan() || x < -87.0 {
         return 0.0;
     }
     let kf = (x * LOG2E + 0.5).floor();
@@ -198,7 +207,7 @@ pub fn sample_with(logits: &[f32], params: &SampleParams, u: f32) -> u32 {
 }
 
 fn sample_into(logits: &[f32], params: &SampleParams, u: f32, cand: &mut Vec<u64>) -> u32 {
-    if logits.is_empty() || !(params.temperature > 0.0) {
+    if logits.is_empty() || !greedy_off(params.temperature) {
         return argmax(logits);
     }
     let n = logits.len();
@@ -288,7 +297,7 @@ impl Sampler {
             logits = &penalised;
         }
         let params = SampleParams::from(c);
-        if !(params.temperature > 0.0) {
+        if !greedy_off(params.temperature) {
             return argmax(logits);
         }
         let u = self.rng.random::<f32>();
@@ -297,6 +306,7 @@ impl Sampler {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test vocabularies are tiny
 mod tests {
     use super::*;
 
@@ -359,7 +369,10 @@ mod tests {
             worst = worst.max((got - want).abs() / want);
             x += 0.000_731;
         }
-        assert!(worst < 3.0 * f64::from(f32::EPSILON), "relative error {worst}");
+        assert!(
+            worst < 3.0 * f64::from(f32::EPSILON),
+            "relative error {worst}"
+        );
     }
 
     #[test]
@@ -475,7 +488,10 @@ mod tests {
         for (i, &c) in counts.iter().enumerate() {
             #[allow(clippy::cast_precision_loss)]
             let freq = c as f64 / f64::from(steps);
-            assert!((freq - f64::from(logits[i]).exp() / z).abs() < 1e-3, "{counts:?}");
+            assert!(
+                (freq - f64::from(logits[i]).exp() / z).abs() < 1e-3,
+                "{counts:?}"
+            );
         }
         // The two equal logits: index 1 comes first in the order.
         let top1 = SampleParams { top_k: 1, ..p };
@@ -492,6 +508,9 @@ mod tests {
             assert!(t == 1 || t == 3, "{t}");
         }
         assert_eq!(sample_with(&[f32::NAN, f32::NAN], &p, 0.5), 0);
-        assert_eq!(sample_with(&[1.0, f32::INFINITY, f32::INFINITY], &p, 0.5), 1);
+        assert_eq!(
+            sample_with(&[1.0, f32::INFINITY, f32::INFINITY], &p, 0.5),
+            1
+        );
     }
 }

@@ -2,6 +2,12 @@
 //! over order keys, the ordered gather, the finisher, the large-candidate path), with the
 //! candidate capacity as a parameter. Unit tests check it against `sampler::sample_with` with
 //! small capacities, so that every path of the kernel's logic runs on machines without a GPU.
+// Test-only models over small vectors: indices fit u32, sums and casts stay in range.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)]
 
 use crate::sampler::{argmax, fexp, key_value, order_key, weight_units, SampleParams};
 
@@ -68,7 +74,11 @@ pub(crate) struct MassSel {
 
 /// The first element (in order) whose inclusive running weight reaches `target`; `None` when
 /// the total weight is below it.
-pub(crate) fn mass_select(keys: &[u32], target: u64, weight: impl Fn(u32) -> u64) -> Option<MassSel> {
+pub(crate) fn mass_select(
+    keys: &[u32],
+    target: u64,
+    weight: impl Fn(u32) -> u64,
+) -> Option<MassSel> {
     let mut prefix = 0u32;
     let mut rem = target;
     let mut count_gt = 0u32;
@@ -103,7 +113,9 @@ pub(crate) fn mass_select(keys: &[u32], target: u64, weight: impl Fn(u32) -> u64
     let j = if rem == 0 {
         1
     } else {
-        u32::try_from(rem.div_ceil(wt)).unwrap_or(u32::MAX).clamp(1, n_t)
+        u32::try_from(rem.div_ceil(wt))
+            .unwrap_or(u32::MAX)
+            .clamp(1, n_t)
     };
     Some(MassSel {
         sel: Sel {
@@ -197,7 +209,10 @@ fn finish(cx: &Ctx, cand: &[u64], s: Option<u64>, cnt: Option<u32>, u: f32) -> u
         }
     }
     if cx.p.min_p > 0.0 {
-        let cnt = cnt.map_or_else(|| cand.iter().filter(|&&x| cx.pred(key(x))).count(), |v| v as usize);
+        let cnt = cnt.map_or_else(
+            || cand.iter().filter(|&&x| cx.pred(key(x))).count(),
+            |v| v as usize,
+        );
         keep = keep.min(cnt.max(1));
     }
     let wq: Vec<u64> = cand[..keep].iter().map(|&x| cx.wq(key(x))).collect();
@@ -217,7 +232,7 @@ fn finish(cx: &Ctx, cand: &[u64], s: Option<u64>, cnt: Option<u32>, u: f32) -> u
 /// The kernel's algorithm with candidate capacity `cap`; returns the id and the path taken.
 pub(crate) fn sample(logits: &[f32], p: &SampleParams, u: f32, cap: usize) -> (u32, Path) {
     let n = logits.len();
-    if !(p.temperature > 0.0) {
+    if !crate::sampler::greedy_off(p.temperature) {
         return (argmax(logits), Path::Degenerate);
     }
     let keys: Vec<u32> = logits.iter().map(|&l| order_key(l)).collect();
@@ -225,15 +240,22 @@ pub(crate) fn sample(logits: &[f32], p: &SampleParams, u: f32, cap: usize) -> (u
     let m = key_value(m_key);
     if !m.is_finite() {
         return (
-            find_tie(&keys, Sel {
-                key: m_key,
-                ties: 1,
-            }),
+            find_tie(
+                &keys,
+                Sel {
+                    key: m_key,
+                    ties: 1,
+                },
+            ),
             Path::Degenerate,
         );
     }
     let cx = Ctx { keys: &keys, m, p };
-    let k1 = if p.top_k > 0 && p.top_k < n { p.top_k } else { n };
+    let k1 = if p.top_k > 0 && p.top_k < n {
+        p.top_k
+    } else {
+        n
+    };
     let sel1 = if k1 == n {
         ALL
     } else {
@@ -381,7 +403,10 @@ mod tests {
                     let u = if d == 0 { 0.0 } else { rng.random::<f32>() };
                     let want = sample_with(&l, &p, u);
                     let (got, path) = sample(&l, &p, u, cap);
-                    assert_eq!(got, want, "case {case} cap {cap} u {u} params {p:?} logits {l:?}");
+                    assert_eq!(
+                        got, want,
+                        "case {case} cap {cap} u {u} params {p:?} logits {l:?}"
+                    );
                     seen.insert(path);
                 }
             }
