@@ -23,7 +23,14 @@ use llmstream_infer::sampler::{apply_repeat_penalty, argmax, sample_with, Sample
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// Serialises `Gpu::new`: the first call compiles and writes the PTX cache, the others read it
+/// (concurrent first compiles would all write the cache's temporary file at once).
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn gpu() -> Option<Gpu> {
+    let _one_at_a_time = INIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     match Gpu::new(0) {
         Ok(g) => Some(g),
         Err(GpuError::Unavailable(why)) => {
@@ -626,7 +633,7 @@ fn sample_picks_the_cpu_samplers_token_for_the_same_number() {
     ];
     let mut paths = [0usize; 4];
     let mut total = 0;
-    let ws = DevBuf::zeroed(g.stream(), ops::sample_workspace_bytes()).unwrap();
+    let ws = DevBuf::zeroed(g.stream(), ops::sample_workspace_bytes(152_064)).unwrap();
     let ob = up_i32(&g, &[-1]);
     for n in [7usize, 1000, 49_152, 152_064] {
         for style in 0..8 {

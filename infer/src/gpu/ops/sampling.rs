@@ -73,10 +73,14 @@ impl SampleTrace {
     }
 }
 
-/// Bytes of workspace [`sample`] needs (it writes a [`SampleTrace`] there).
-pub fn sample_workspace_bytes() -> usize {
-    32
+/// Bytes of workspace [`sample`] needs for a vocabulary of `n_vocab` (it writes a
+/// [`SampleTrace`] there; the one-block kernel needs no more, whatever the vocabulary).
+pub fn sample_workspace_bytes(n_vocab: usize) -> usize {
+    let _ = n_vocab;
+    TRACE_BYTES
 }
+
+const TRACE_BYTES: usize = 32;
 
 fn check_logits(kernel: &'static str, logits: DevSpan, n: usize, max: usize) -> Result<u32> {
     if n == 0 || n > max {
@@ -152,7 +156,7 @@ pub fn sample(
     if !(0.0..1.0).contains(&u) {
         return Err(invalid(K, format!("u = {u} is not in [0, 1)")));
     }
-    workspace.need(K, "workspace", sample_workspace_bytes())?;
+    workspace.need(K, "workspace", sample_workspace_bytes(n))?;
     out.need(K, "out", 4)?;
     // top_k ≥ n means "all", as 0 does.
     let top_k = to_u32(K, "top_k", params.top_k.min(n))?;
