@@ -77,8 +77,8 @@ pub fn attention(
     }
     let n_kv = pos0
         .checked_add(n_tok)
-        .filter(|&e| u32::try_from(e).is_ok())
-        .ok_or_else(|| invalid(K, format!("positions {pos0}+{n_tok} exceed u32")))?;
+        .filter(|&e| i32::try_from(e).is_ok())
+        .ok_or_else(|| invalid(K, format!("positions {pos0}+{n_tok} exceed i32")))?;
     let qo = product(K, "q", &[n_tok, n_head, head_dim, 4])?;
     q.need(K, "q", qo)?;
     out.need(K, "out", qo)?;
@@ -155,4 +155,41 @@ pub fn attention(
     // written by the partial launch before it on the same stream, and writes out row t, head h
     // (checked: n_tok·n_head·hd floats).
     unsafe { launch(gpu, KC, grid, THREADS, &args) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_match_the_kernel_source() {
+        let src = crate::gpu::nvrtc::source();
+        for (name, v) in [
+            ("OP_ATT_CHUNK", ATTENTION_CHUNK),
+            ("OP_ATT_HDMAX", ATTENTION_MAX_HEAD_DIM),
+            ("OP_ATT_GMAX", HEADS_PER_BLOCK),
+            ("OP_ATT_THREADS", THREADS as usize),
+            ("OP_SMP_THREADS", 1024),
+            ("OP_SMP_CAP", 2048),
+        ] {
+            assert!(
+                src.contains(&format!("#define {name} {v}\n")),
+                "{name} is not {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn workspace_grows_with_every_dimension() {
+        assert_eq!(attention_workspace_bytes(1, 1, 1, 64), 66 * 4);
+        assert_eq!(attention_workspace_bytes(1, 257, 2, 64), 2 * 2 * 66 * 4);
+        assert_eq!(
+            attention_workspace_bytes(7, 40_000, 32, 128),
+            7 * 32 * 157 * 130 * 4
+        );
+        assert_eq!(
+            attention_workspace_bytes(usize::MAX, 1 << 20, 64, 128),
+            usize::MAX
+        );
+    }
 }
