@@ -1,120 +1,41 @@
-//! Launch wrappers for `kernels/ops.cu`.
+//! Launch wrappers for `kernels/ops.cu`: RMSNorm, RoPE, KV-cache stores, attention, SwiGLU,
+//! residual adds, argmax, repeat penalty and sampling, each numerically matched to the CPU
+//! engine (`crate::ops`, `crate::forward`, `crate::sampler`).
+//!
+//! Every wrapper takes [`DevSpan`](super::DevSpan)s, checks each size against them and returns
+//! [`GpuError::Invalid`](super::GpuError::Invalid) instead of launching when anything does not
+//! fit; all launches go to [`Gpu::stream`](super::Gpu::stream). Activations are row-major `f32`.
+
+mod attention;
+mod elementwise;
+mod launch;
+mod sampling;
+
+#[cfg(test)]
+mod attention_model;
+#[cfg(test)]
+mod sample_model;
+
+pub use attention::{
+    attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
+};
+pub use elementwise::{add, add_bias, kv_store, rms_norm, rope, swiglu};
+pub use sampling::{
+    argmax, repeat_penalty, sample, sample_workspace_bytes, GpuSampleParams, SampleTrace,
+    SAMPLE_MAX_VOCAB,
+};
 
 /// Kernel names defined in `kernels/ops.cu`.
-pub(crate) const KERNELS: &[&str] = &[];
-
-// ---- Interface stubs the engine is written against; the gpuops branch replaces this file. ----
-use super::{DevSpan, Gpu, Result};
-use crate::config::RopeMode;
-
-/// Sampling parameters on the GPU.
-#[derive(Debug, Clone, Copy)]
-pub struct GpuSampleParams {
-    /// Temperature.
-    pub temp: f32,
-    /// Top-k (0 = off).
-    pub top_k: usize,
-    /// Top-p.
-    pub top_p: f32,
-    /// Min-p.
-    pub min_p: f32,
-}
-#[allow(missing_docs, clippy::too_many_arguments)]
-pub fn rms_norm(
-    _: &Gpu,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: usize,
-    _: usize,
-    _: f32,
-) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs, clippy::too_many_arguments)]
-pub fn rope(
-    _: &Gpu,
-    _: DevSpan,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: f32,
-    _: f32,
-    _: Option<DevSpan>,
-    _: RopeMode,
-) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs, clippy::too_many_arguments)]
-pub fn kv_store(
-    _: &Gpu,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs, clippy::too_many_arguments)]
-pub fn attention(
-    _: &Gpu,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: DevSpan,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: f32,
-) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn attention_workspace_bytes(_: usize, _: usize, _: usize, _: usize) -> usize {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn swiglu(_: &Gpu, _: DevSpan, _: DevSpan, _: usize) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn add(_: &Gpu, _: DevSpan, _: DevSpan, _: usize) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn add_bias(_: &Gpu, _: DevSpan, _: DevSpan, _: usize, _: usize) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn argmax(_: &Gpu, _: DevSpan, _: usize, _: DevSpan) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn repeat_penalty(_: &Gpu, _: DevSpan, _: usize, _: DevSpan, _: usize, _: f32) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs, clippy::too_many_arguments)]
-pub fn sample(
-    _: &Gpu,
-    _: DevSpan,
-    _: usize,
-    _: &GpuSampleParams,
-    _: f32,
-    _: DevSpan,
-    _: DevSpan,
-) -> Result<()> {
-    todo!()
-}
-#[allow(missing_docs)]
-pub fn sample_workspace_bytes(_: usize) -> usize {
-    todo!()
-}
+pub(crate) const KERNELS: &[&str] = &[
+    "ops_rms_norm",
+    "ops_rope",
+    "ops_kv_store",
+    "ops_swiglu",
+    "ops_add",
+    "ops_add_bias",
+    "ops_attn_partial",
+    "ops_attn_combine",
+    "ops_argmax",
+    "ops_repeat_penalty",
+    "ops_sample",
+];

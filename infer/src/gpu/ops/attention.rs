@@ -1,0 +1,195 @@
+//! Causal attention over the `f16` KV cache, split into chunks of positions (flash-decoding):
+//! `ops_attn_partial` computes per (chunk, head, token) the max of the scaled scores, the sum of
+//! their exponentials and the exponential-weighted sum of V; `ops_attn_combine` merges the
+//! chunks. No shared-memory bound on the context: any length works.
+
+use super::launch::{invalid, launch, product, to_i32, to_u32, Arg};
+use crate::gpu::{DevSpan, Gpu, Result};
+
+/// Positions per chunk (`OP_ATT_CHUNK` in `kernels/ops.cu`).
+pub const ATTENTION_CHUNK: usize = 256;
+/// Largest head width the kernels take (`OP_ATT_HDMAX`); it must also be a multiple of 8.
+pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
+/// Query heads per block (`OP_ATT_GMAX`).
+const HEADS_PER_BLOCK: usize = 8;
+const THREADS: u32 = 128;
+
+/// Bytes of workspace [`attention`] needs for `n_tok` queries whose last one sees `n_kv`
+/// positions (`pos0 + n_tok`): per (token, head, chunk) `head_dim + 2` floats. A workspace
+/// sized for the largest `n_tok` and `n_kv` serves every smaller call. `usize::MAX` on
+/// overflow.
+pub fn attention_workspace_bytes(
+    n_tok: usize,
+    n_kv: usize,
+    n_head: usize,
+    head_dim: usize,
+) -> usize {
+    let chunks = n_kv.div_ceil(ATTENTION_CHUNK);
+    [n_tok, n_head, chunks, head_dim + 2, 4]
+        .iter()
+        .try_fold(1usize, |a, &f| a.checked_mul(f))
+        .unwrap_or(usize::MAX)
+}
+
+/// Causal multi-head attention with grouped KV heads, as the CPU engine's `f16` path
+/// ([`crate::forward`]): query `i` (`[n_tok][n_head · head_dim]` in `q`) sees positions
+/// `0..=pos0 + i` of the caches (`f16`, `[n_ctx][n_head_kv · head_dim]`, already holding those
+/// positions), head `h` uses kv head `h / (n_head / n_head_kv)`; Q is rounded to `f16` for the
+/// dot with K, softmax of `score · scale`, weights rounded to `f16` before multiplying V.
+/// Results go to `out` (`[n_tok][n_head · head_dim]`).
+///
+/// Tolerance against the CPU: accumulation is in `f32`, and the weights rounded to `f16` are
+/// `exp(s - max of the chunk)` where the CPU rounds the normalised `p`; the two roundings of a
+/// weight differ by at most 2^-10 of it, so each output is within about `1e-3 · Σ_t p_t·|v_t|`
+/// of the CPU's (measured on random data: 1e-5..4e-4 of that sum; relative to the largest
+/// output up to ~7e-4 at 40000 positions, where the CPU's normalised weights are `f16`
+/// subnormals and it is the less precise of the two).
+#[allow(clippy::too_many_arguments)] // the attention shape, as the engine has it
+pub fn attention(
+    gpu: &Gpu,
+    q: DevSpan,
+    k_cache: DevSpan,
+    v_cache: DevSpan,
+    out: DevSpan,
+    workspace: DevSpan,
+    n_tok: usize,
+    pos0: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    scale: f32,
+) -> Result<()> {
+    const K: &str = "ops_attn_partial";
+    if n_tok == 0 || n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        return Err(invalid(
+            K,
+            format!("{n_tok} tokens, {n_head} heads, {n_head_kv} kv heads"),
+        ));
+    }
+    if head_dim == 0 || head_dim % 8 != 0 || head_dim > ATTENTION_MAX_HEAD_DIM {
+        return Err(invalid(
+            K,
+            format!("head_dim {head_dim} must be a multiple of 8 up to {ATTENTION_MAX_HEAD_DIM}"),
+        ));
+    }
+    if !scale.is_finite() {
+        return Err(invalid(K, format!("scale {scale}")));
+    }
+    let n_kv = pos0
+        .checked_add(n_tok)
+        .filter(|&e| i32::try_from(e).is_ok())
+        .ok_or_else(|| invalid(K, format!("positions {pos0}+{n_tok} exceed i32")))?;
+    let qo = product(K, "q", &[n_tok, n_head, head_dim, 4])?;
+    q.need(K, "q", qo)?;
+    out.need(K, "out", qo)?;
+    let cache = product(K, "cache", &[n_kv, n_head_kv, head_dim, 2])?;
+    k_cache.need(K, "k cache", cache)?;
+    v_cache.need(K, "v cache", cache)?;
+    if k_cache.ptr() % 16 != 0 || v_cache.ptr() % 16 != 0 {
+        return Err(invalid(K, "caches must be 16-byte aligned"));
+    }
+    let chunks = n_kv.div_ceil(ATTENTION_CHUNK);
+    let acc_bytes = product(K, "workspace", &[n_tok, n_head, chunks, head_dim, 4])?;
+    let ml_bytes = product(K, "workspace", &[n_tok, n_head, chunks, 2, 4])?;
+    workspace.need(
+        K,
+        "workspace",
+        attention_workspace_bytes(n_tok, n_kv, n_head, head_dim),
+    )?;
+    let acc = workspace.sub(0, acc_bytes)?;
+    let ml = workspace.sub(acc_bytes, ml_bytes)?;
+    let head_blocks = (n_head / n_head_kv).div_ceil(HEADS_PER_BLOCK);
+    let grid_y = product(K, "grid", &[n_head_kv, head_blocks])?;
+    if grid_y > 65535 || n_tok > 65535 {
+        return Err(invalid(
+            K,
+            format!("grid ({chunks}, {grid_y}, {n_tok}) exceeds 65535 in y or z"),
+        ));
+    }
+    let pos0_u = to_u32(K, "pos0", pos0)?;
+    let args = [
+        Arg::Ptr(q.ptr()),
+        Arg::Ptr(k_cache.ptr()),
+        Arg::Ptr(v_cache.ptr()),
+        Arg::Ptr(acc.ptr()),
+        Arg::Ptr(ml.ptr()),
+        Arg::U32(pos0_u),
+        Arg::I32(to_i32(K, "n_head", n_head)?),
+        Arg::I32(to_i32(K, "n_head_kv", n_head_kv)?),
+        Arg::I32(to_i32(K, "head_dim", head_dim)?),
+        Arg::F32(scale),
+        Arg::I32(to_i32(K, "chunks", chunks)?),
+        Arg::I32(to_i32(K, "head blocks", head_blocks)?),
+    ];
+    let grid = (
+        to_u32(K, "chunks", chunks)?,
+        to_u32(K, "grid y", grid_y)?,
+        to_u32(K, "n_tok", n_tok)?,
+    );
+    // SAFETY: (q, kc, vc, part_acc, part_ml, u32 pos0, int n_head, int n_head_kv, int hd, float
+    // scale, int n_chunks, int head_blocks) as declared. Block (c, y, t) reads q row t (n_head·hd
+    // floats, checked), cache rows < pos0 + t + 1 ≤ n_kv (n_kv rows checked, 16-byte aligned for
+    // its uint4 loads; hd is a multiple of 8), and writes (t, head, c) entries of part_acc and
+    // part_ml, [n_tok][n_head][chunks][hd] and [..][2] floats, the two sub-spans checked above;
+    // heads stay below n_head since y < n_head_kv·head_blocks and the kernel clips its batch
+    // to the group.
+    unsafe { launch(gpu, K, grid, THREADS, &args) }?;
+
+    const KC: &str = "ops_attn_combine";
+    let args = [
+        Arg::Ptr(acc.ptr()),
+        Arg::Ptr(ml.ptr()),
+        Arg::Ptr(out.ptr()),
+        Arg::U32(pos0_u),
+        Arg::I32(to_i32(KC, "n_head", n_head)?),
+        Arg::I32(to_i32(KC, "head_dim", head_dim)?),
+        Arg::I32(to_i32(KC, "chunks", chunks)?),
+    ];
+    let grid = (
+        to_u32(KC, "n_head", n_head)?,
+        to_u32(KC, "n_tok", n_tok)?,
+        1,
+    );
+    // SAFETY: (part_acc, part_ml, out, u32 pos0, int n_head, int hd, int n_chunks) as declared.
+    // Block (h, t) reads the chunks c < ceil((pos0 + t + 1) / 256) ≤ chunks of (t, h), all
+    // written by the partial launch before it on the same stream, and writes out row t, head h
+    // (checked: n_tok·n_head·hd floats).
+    unsafe { launch(gpu, KC, grid, THREADS, &args) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_match_the_kernel_source() {
+        let src = crate::gpu::nvrtc::source();
+        for (name, v) in [
+            ("OP_ATT_CHUNK", ATTENTION_CHUNK),
+            ("OP_ATT_HDMAX", ATTENTION_MAX_HEAD_DIM),
+            ("OP_ATT_GMAX", HEADS_PER_BLOCK),
+            ("OP_ATT_THREADS", THREADS as usize),
+            ("OP_SMP_THREADS", 1024),
+            ("OP_SMP_CAP", 2048),
+        ] {
+            assert!(
+                src.contains(&format!("#define {name} {v}\n")),
+                "{name} is not {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn workspace_grows_with_every_dimension() {
+        assert_eq!(attention_workspace_bytes(1, 1, 1, 64), 66 * 4);
+        assert_eq!(attention_workspace_bytes(1, 257, 2, 64), 2 * 2 * 66 * 4);
+        assert_eq!(
+            attention_workspace_bytes(7, 40_000, 32, 128),
+            7 * 32 * 157 * 130 * 4
+        );
+        assert_eq!(
+            attention_workspace_bytes(usize::MAX, 1 << 20, 64, 128),
+            usize::MAX
+        );
+    }
+}
