@@ -147,7 +147,15 @@ fn cached_ptx(major: i32, minor: i32) -> Result<String> {
     );
     if let Some(f) = &file {
         // A cache that cannot be written only costs a compile next time.
-        let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per process, thread and moment: concurrent compiles never share a temp file.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = f.with_extension(format!(
+            "tmp{}-{:?}-{nanos}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let written = f
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
