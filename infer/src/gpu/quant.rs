@@ -82,10 +82,7 @@ fn aligned(kernel: &'static str, what: &str, span: DevSpan, align: u64) -> Resul
     if span.ptr() % align != 0 {
         return Err(invalid(
             kernel,
-            format!(
-                "{what} at {:#x} is not {align}-byte aligned",
-                span.ptr()
-            ),
+            format!("{what} at {:#x} is not {align}-byte aligned", span.ptr()),
         ));
     }
     Ok(())
@@ -191,10 +188,18 @@ fn tile(nt: usize, nb: usize, xbs: usize) -> (usize, usize) {
 
 /// The launch [`matvec`] uses for `rows x cols` weights of a quantized type and `nt`
 /// (1..=8) activation rows.
-pub fn matvec_plan(gpu: &Gpu, wty: GgmlType, rows: usize, cols: usize, nt: usize) -> Result<MatvecPlan> {
+pub fn matvec_plan(
+    gpu: &Gpu,
+    wty: GgmlType,
+    rows: usize,
+    cols: usize,
+    nt: usize,
+) -> Result<MatvecPlan> {
     const K: &str = "matvec";
     let Some(names) = names::matvec_quant(wty) else {
-        return Err(GpuError::Unsupported(format!("{wty:?} has no fused quantized matvec")));
+        return Err(GpuError::Unsupported(format!(
+            "{wty:?} has no fused quantized matvec"
+        )));
     };
     if !(1..=MAX_ROWS_PER_LAUNCH).contains(&nt) {
         return Err(invalid(K, format!("{nt} activation rows per launch")));
@@ -295,7 +300,8 @@ fn matvec_quant(
 ) -> Result<()> {
     const K: &str = "matvec";
     let plan = matvec_plan(gpu, wty, rows, cols, nt)?;
-    let names = names::matvec_quant(wty).ok_or_else(|| GpuError::Unsupported(format!("{wty:?}")))?;
+    let names =
+        names::matvec_quant(wty).ok_or_else(|| GpuError::Unsupported(format!("{wty:?}")))?;
     let (block, _) = layout(K, wty)?;
     let cfg = LaunchConfig {
         grid_dim: (plan.grid, 1, 1),
@@ -309,7 +315,21 @@ fn matvec_quant(
     let x_row = to_u64(xq.len() / nt);
     let yp = y.ptr();
     let (tb, slot) = (plan.tile_blocks, plan.slot_bytes);
-    launch!(gpu, names[nt - 1], cfg, wp, w_len, rows32, nb, xp, x_len, x_row, yp, tb, slot)
+    launch!(
+        gpu,
+        names[nt - 1],
+        cfg,
+        wp,
+        w_len,
+        rows32,
+        nb,
+        xp,
+        x_len,
+        x_row,
+        yp,
+        tb,
+        slot
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -357,8 +377,8 @@ pub fn get_rows(
     nonzero(K, "rows", rows)?;
     nonzero(K, "cols", cols)?;
     nonzero(K, "n", n)?;
-    let (name, _) = names::dequant(wty)
-        .ok_or_else(|| GpuError::Unsupported(format!("{wty:?} row lookup")))?;
+    let (name, _) =
+        names::dequant(wty).ok_or_else(|| GpuError::Unsupported(format!("{wty:?} row lookup")))?;
     let rb = row_bytes(K, wty, cols)?;
     table.need(K, "table", mul(K, rows, rb)?)?;
     ids.need(K, "ids", mul(K, n, 4)?)?;

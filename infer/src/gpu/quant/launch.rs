@@ -71,7 +71,9 @@ pub(super) fn occupancy(f: &CudaFunction, threads: u32, shared: u32) -> Result<u
 /// the rest), at least 1.
 pub(super) fn grid_for(units: u64, per_cta: u32, max: u32) -> u32 {
     let want = units.div_ceil(u64::from(per_cta.max(1)));
-    u32::try_from(want.min(u64::from(max.max(1)))).unwrap_or(1).max(1)
+    u32::try_from(want.min(u64::from(max.max(1))))
+        .unwrap_or(1)
+        .max(1)
 }
 
 #[cfg(test)]
