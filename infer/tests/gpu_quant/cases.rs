@@ -138,7 +138,7 @@ pub fn activations(n_tok: usize, cols: usize, seed: u64) -> Vec<f32> {
         for v in g.iter_mut() {
             let u = rng.signed();
             *v = match regime {
-                0 | 1 | 2 => u,
+                0..=2 => u,
                 3 => u * 1e3,
                 4 => u * 1e-3,
                 5 => 0.0,

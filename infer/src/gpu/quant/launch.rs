@@ -32,8 +32,11 @@ macro_rules! launch {
 }
 pub(super) use launch;
 
+/// `(CUfunction address, threads, shared bytes)` -> CTAs per SM.
+type OccupancyCache = HashMap<(usize, u32, u32), u32>;
+
 static SMS: Mutex<Vec<(usize, u32)>> = Mutex::new(Vec::new());
-static OCCUPANCY: Mutex<Option<HashMap<(usize, u32, u32), u32>>> = Mutex::new(None);
+static OCCUPANCY: Mutex<Option<OccupancyCache>> = Mutex::new(None);
 
 /// Multiprocessors of the GPU's device (cached per device ordinal).
 pub(super) fn sm_count(gpu: &Gpu) -> Result<u32> {
