@@ -32,6 +32,10 @@
 #ifndef LSQ_SMEM
 #define LSQ_SMEM(name) extern __shared__ __align__(16) u8 name[]
 #endif
+// Alignment a load relies on (checked by the emulator in tests/gpu_quant/emu/; free here).
+#ifndef LSQ_ALIGNED
+#define LSQ_ALIGNED(p, n)
+#endif
 
 namespace lsq {
 
@@ -93,12 +97,24 @@ __device__ __forceinline__ u32 lb32(const u8* p) {
 }
 
 // Shared-memory reads: p is 2-byte aligned (weight windows, activation tiles).
-__device__ __forceinline__ u32 ld16s(const u8* p) { return *(const u16*)p; }
-__device__ __forceinline__ u32 ld32s(const u8* p) { return *(const u32*)p; }
+__device__ __forceinline__ u32 ld16s(const u8* p) {
+    LSQ_ALIGNED(p, 2);
+    return *(const u16*)p;
+}
+__device__ __forceinline__ u32 ld32s(const u8* p) {
+    LSQ_ALIGNED(p, 4);
+    return *(const u32*)p;
+}
+template <class T>
+__device__ __forceinline__ T ldv(const u8* p) {
+    LSQ_ALIGNED(p, sizeof(T));
+    return *(const T*)p;
+}
 // N consecutive little-endian words starting at the 2-byte aligned p: N + 1 aligned reads
 // joined by funnel shifts. Reads up to 4 bytes past the last word (the buffers leave room).
 template <int N>
 __device__ __forceinline__ void ldw2(const u8* p, u32 (&out)[N]) {
+    LSQ_ALIGNED(p, 2);
     const u32* q = (const u32*)((unsigned long long)p & ~3ull);
     const u32 sh = ((u32)(unsigned long long)p & 2u) << 3;
     u32 prev = q[0];
@@ -116,8 +132,15 @@ __device__ __forceinline__ u32 spread4(u32 h) { return ((h * 0x00204081u) & 0x01
 __device__ __forceinline__ u32 sub8(u32 v) { return (v + 0x78787878u) ^ 0x80808080u; }
 __device__ __forceinline__ u32 sub16(u32 v) { return (v + 0x70707070u) ^ 0x80808080u; }
 __device__ __forceinline__ u32 sub32(u32 v) { return (v + 0x60606060u) ^ 0x80808080u; }
-__device__ __forceinline__ int dp4(u32 a, u32 b, int c) { return __dp4a((int)a, (int)b, c); }
-__device__ __forceinline__ int bsum4(u32 x, int c) { return __dp4a(0x01010101, (int)x, c); }
+__device__ __forceinline__ int dp4(u32 a, u32 b, int c) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 610
+    for (int i = 0; i < 32; i += 8) c += (int)(signed char)(a >> i) * (int)(signed char)(b >> i);
+    return c;
+#else
+    return __dp4a((int)a, (int)b, c);
+#endif
+}
+__device__ __forceinline__ int bsum4(u32 x, int c) { return dp4(0x01010101u, x, c); }
 
 // ------------------------------------------------------------------------ async copies
 
@@ -352,16 +375,16 @@ struct KQxK {
     __device__ static __forceinline__ void lane(const u8* wb, int sub, const u8* xb0,
                                                 const u32 (&tok)[NT], float (&acc)[NT]) {
         const u32 j = (u32)sub >> 2, r = (u32)sub & 3u;
-        const uint4 hdr = *(const uint4*)wb;  // d, dmin, scales[12]; blocks are 16-aligned
+        const uint4 hdr = ldv<uint4>(wb);  // d, dmin, scales[12]; blocks are 16-aligned
         const float dw = h2f((u16)(hdr.x & 0xffffu)), dmw = h2f((u16)(hdr.x >> 16));
         int sca, mna, scb, mnb;
         k4_scale_min(hdr.y, hdr.z, hdr.w, 2u * j, sca, mna);
         k4_scale_min(hdr.y, hdr.z, hdr.w, 2u * j + 1u, scb, mnb);
-        const uint2 qs = *(const uint2*)(wb + (Q5 ? 48 : 16) + 32u * j + 8u * r);
+        const uint2 qs = ldv<uint2>(wb + (Q5 ? 48 : 16) + 32u * j + 8u * r);
         u32 lo0 = qs.x & 0x0f0f0f0fu, lo1 = qs.y & 0x0f0f0f0fu;
         u32 hi0 = (qs.x >> 4) & 0x0f0f0f0fu, hi1 = (qs.y >> 4) & 0x0f0f0f0fu;
         if (Q5) {
-            const uint2 qh = *(const uint2*)(wb + 16 + 8u * r);
+            const uint2 qh = ldv<uint2>(wb + 16 + 8u * r);
             lo0 |= ((qh.x >> (2u * j)) & 0x01010101u) << 4;
             lo1 |= ((qh.y >> (2u * j)) & 0x01010101u) << 4;
             hi0 |= ((qh.x >> (2u * j + 1u)) & 0x01010101u) << 4;
@@ -538,17 +561,17 @@ template <int T, int V>
 __device__ __forceinline__ void fload(const u8* p, float (&out)[V]) {
     if (T == 0) {
         if (V == 4) {
-            const float4 v = *(const float4*)p;
+            const float4 v = ldv<float4>(p);
             out[0] = v.x;
             out[1 % V] = v.y;
             out[2 % V] = v.z;
             out[3 % V] = v.w;
         } else {
-            out[0] = *(const float*)p;
+            out[0] = ldv<float>(p);
         }
     } else {
         if (V == 8) {
-            const uint4 v = *(const uint4*)p;
+            const uint4 v = ldv<uint4>(p);
             const u32 wv[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
             for (int i = 0; i < 4; i++) {
@@ -556,7 +579,7 @@ __device__ __forceinline__ void fload(const u8* p, float (&out)[V]) {
                 out[(2 * i + 1) % V] = fval<T>(wv[i] >> 16);
             }
         } else {
-            out[0] = fval<T>(*(const u16*)p);
+            out[0] = fval<T>(ldv<u16>(p));
         }
     }
 }
@@ -775,6 +798,7 @@ extern "C" __global__ void __launch_bounds__(256)
         u32 sum;
         lsq::q8_block(x[b * 32ull + lane], lane, d, q, sum);
         u8* o = out + b * 34ull;
+        LSQ_ALIGNED(o, 2);
         o[2 + lane] = (u8)q;
         if (lane == 0u) *(u16*)o = (u16)lsq::f2h_x86(d);
     }
@@ -790,6 +814,7 @@ extern "C" __global__ void __launch_bounds__(256)
         u32 sum;
         lsq::q8_block(x[b * 32ull + lane], lane, d, q, sum);
         u8* o = out + b * 36ull;
+        LSQ_ALIGNED(o, 4);
         o[4 + lane] = (u8)q;
         if (lane == 0u) {
             *(u16*)o = (u16)lsq::f2h_x86(d);
@@ -831,6 +856,7 @@ extern "C" __global__ void __launch_bounds__(256)
             }
         }
         u8* o = out + b * 292ull;
+        LSQ_ALIGNED(o, 4);
         if (!(ba > 0.0f)) {
             for (u32 i = lane; i < 292u; i += 32u) o[i] = 0;
             continue;

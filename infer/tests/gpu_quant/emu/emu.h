@@ -167,6 +167,8 @@ template <class T> inline T shfl_idx(T v, int src) {
 #define blockDim (emu::block_dim)
 #define gridDim (emu::grid_dim)
 #define LSQ_SMEM(name) unsigned char* name = emu::dyn_smem
+#define LSQ_ALIGNED(p, n) \
+  do { if ((uintptr_t)(p) % (n)) emu::die("misaligned load (the GPU faults on it)"); } while (0)
 
 inline void __syncthreads() { emu::syncthreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warpbar(); }
