@@ -111,7 +111,7 @@ fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
 
 /// The engine a command runs on.
 enum Loaded {
-    Cpu(Engine),
+    Cpu(Box<Engine>),
     Gpu(Box<GpuSession>),
 }
 
@@ -120,7 +120,7 @@ impl ModelArgs {
     /// usable (falling back to the CPU with a note).
     fn load_any(&self, n_ctx: usize) -> Result<Loaded> {
         match self.backend.as_str() {
-            "cpu" | "host" => return Ok(Loaded::Cpu(self.load()?)),
+            "cpu" | "host" => return Ok(Loaded::Cpu(Box::new(self.load()?))),
             "cuda" | "auto" => {}
             other => anyhow::bail!("--backend {other}: use auto, cuda or cpu"),
         }
@@ -138,7 +138,7 @@ impl ModelArgs {
                 | InferError::Stream(llmstream::Error::BackendUnavailable { .. })),
             ) if self.backend == "auto" => {
                 eprintln!("note: running on the CPU ({e})");
-                Ok(Loaded::Cpu(self.load()?))
+                Ok(Loaded::Cpu(Box::new(self.load()?)))
             }
             Err(e) => {
                 Err(e).with_context(|| format!("loading {} on the GPU", self.model.display()))
@@ -181,7 +181,7 @@ impl ModelArgs {
 
 pub fn run(a: &RunArgs) -> Result<()> {
     let engine = match a.model.load_any(a.model.ctx_size)? {
-        Loaded::Cpu(e) => e,
+        Loaded::Cpu(e) => *e,
         Loaded::Gpu(s) => return run_gpu(a, *s),
     };
     let prompt = engine.tokenize_prompt(&a.prompt)?;
@@ -231,7 +231,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
 
 pub fn chat(a: &ChatArgs) -> Result<()> {
     let engine = match a.model.load_any(a.model.ctx_size)? {
-        Loaded::Cpu(e) => e,
+        Loaded::Cpu(e) => *e,
         Loaded::Gpu(s) => return chat_gpu(a, *s),
     };
     let template = ChatTemplate::for_tokenizer(&engine.tokenizer)

@@ -1,10 +1,11 @@
 //! The GPU engine against the CPU engine, and tiered runs against the fully resident one.
 //!
 //! Without a usable GPU every test prints `skipped: ...` and returns.
-//! - SmolLM2 and synthetic llama / qwen2 models covering every quant type: greedy tokens equal
-//!   the CPU engine's up to the first step where the CPU's own top-2 margin is below
-//!   `NEAR_TIE` (the two engines sum in different orders; a near tie is a rounding question),
-//!   first-token logits within `LOGIT_TOL`; the max difference is printed.
+//! - SmolLM2 and synthetic llama / qwen2 models covering every quant type: the GPU against the
+//!   CPU engine with an f16 KV cache, held to the standard the CPU engine meets against itself
+//!   with an f32 cache (see `compare`): SmolLM2 amplifies last-bit differences (its f16- and
+//!   f32-cache CPU runs differ by up to 1.5 in logits and part ways after 5 tokens on some
+//!   prompts), so a fixed tolerance would be either meaningless or wrong.
 //! - Budgets that force all three tiers (VRAM, pinned RAM, storage) give logits bit-identical
 //!   to the fully resident run, token after token.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
@@ -17,8 +18,7 @@ use llmstream_infer::synth::{self, QuantMix, SynthSpec, TokenizerSource};
 use llmstream_infer::{weights::Weights, HParams, InferError, KvType, Transformer};
 use std::path::{Path, PathBuf};
 
-const NEAR_TIE: f32 = 0.5;
-const LOGIT_TOL: f32 = 0.5;
+const NEAR_TIE: f32 = 0.1;
 
 fn smollm2() -> PathBuf {
     std::env::var_os("LLMSTREAM_SHARED_DIR")
@@ -70,40 +70,54 @@ fn margin(l: &[f32]) -> f32 {
     a - b
 }
 
-/// Greedy `steps` tokens on both engines from `prompt`; returns (equal steps before the first
-/// divergence or near tie, max first-token logit difference).
-fn compare(g: &mut GpuEngine, c: &Transformer, prompt: &[u32], steps: usize) -> (usize, f32) {
+/// Greedy `steps` tokens on the GPU and on two CPU runs: f16 KV (the reference, as the GPU
+/// stores its cache in f16) and f32 KV (the same engine with a different, equally legitimate
+/// cache precision). Compared while the two CPU runs agree and the reference's top-2 margin is
+/// at least `NEAR_TIE` and at least the largest logit difference between the two CPU runs so
+/// far (below that, which token wins is decided by rounding, not by the engine): the GPU must
+/// pick the reference's token at every such step, and its
+/// logits must be no further from the reference than the f32-KV run is (times 2, plus 1e-3).
+/// Returns (steps compared, max |GPU - ref|, max |f32 - ref|).
+fn compare(g: &mut GpuEngine, c: &Transformer, prompt: &[u32], steps: usize) -> (usize, f32, f32) {
+    let maxdiff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
     g.reset();
-    let mut st = c.new_state(512, KvType::F16);
-    let mut lc = c.forward(&mut st, prompt).unwrap();
+    let mut s16 = c.new_state(512, KvType::F16);
+    let mut s32 = c.new_state(512, KvType::F32);
+    let mut l16 = c.forward(&mut s16, prompt).unwrap();
+    let mut l32 = c.forward(&mut s32, prompt).unwrap();
     g.forward(prompt).unwrap();
-    let lg = g.logits().unwrap();
-    let worst = lc
-        .iter()
-        .zip(&lg)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let mut lg = lg;
+    let mut lg = g.logits().unwrap();
+    let (mut gpu_d, mut cpu_d) = (0f32, 0f32);
     for step in 0..steps {
-        let (tc, tg) = (argmax(&lc), argmax(&lg));
-        if margin(&lc) < NEAR_TIE {
+        gpu_d = gpu_d.max(maxdiff(&lg, &l16));
+        cpu_d = cpu_d.max(maxdiff(&l32, &l16));
+        let (t16, t32, tg) = (argmax(&l16), argmax(&l32), argmax(&lg));
+        // A margin below the spread between the two CPU runs is a rounding question.
+        if t16 != t32 || margin(&l16) < NEAR_TIE.max(cpu_d) {
             eprintln!(
-                "  step {step}: near tie on the CPU (margin {:.3}), stop comparing",
-                margin(&lc)
+                "  step {step}: CPU f16/f32 runs {} (margin {:.3}): stop comparing",
+                if t16 == t32 { "agree" } else { "disagree" },
+                margin(&l16)
             );
-            return (step, worst);
+            return (step, gpu_d, cpu_d);
         }
         assert_eq!(
-            tc,
+            t16,
             tg,
-            "step {step}: CPU {tc}, GPU {tg} (CPU margin {})",
-            margin(&lc)
+            "step {step}: CPU {t16}, GPU {tg} (CPU margin {})",
+            margin(&l16)
         );
-        lc = c.forward(&mut st, &[tc]).unwrap();
+        l16 = c.forward(&mut s16, &[t16]).unwrap();
+        l32 = c.forward(&mut s32, &[t16]).unwrap();
         g.forward(&[tg]).unwrap();
         lg = g.logits().unwrap();
     }
-    (steps, worst)
+    (steps, gpu_d, cpu_d)
 }
 
 fn check_against_cpu(path: &Path, prompts: &[Vec<u32>]) {
@@ -116,21 +130,18 @@ fn check_against_cpu(path: &Path, prompts: &[Vec<u32>]) {
         "small model fully resident"
     );
     let c = cpu(path);
-    let mut worst = 0f32;
     for p in prompts {
-        let (n, w) = compare(&mut g, &c, p, 24);
+        let (n, gd, cd) = compare(&mut g, &c, p, 24);
         eprintln!(
-            "{}: prompt of {} tokens: {n} greedy steps equal, first-token max |dlogit| {w:.5}",
+            "{}: prompt of {} tokens: {n} greedy steps equal; max |GPU - CPU(f16 KV)| logit {gd:.5}, max |CPU(f32 KV) - CPU(f16 KV)| {cd:.5}",
             path.display(),
             p.len()
         );
-        worst = worst.max(w);
+        assert!(
+            gd <= 2.0 * cd + 1e-3,
+            "GPU logits differ by {gd}, the CPU's own f16/f32 KV difference is {cd}"
+        );
     }
-    eprintln!(
-        "{}: max |GPU - CPU| first-token logit = {worst:.5}",
-        path.display()
-    );
-    assert!(worst <= LOGIT_TOL, "logits differ by {worst}");
 }
 
 fn prompts(vocab: u32) -> Vec<Vec<u32>> {

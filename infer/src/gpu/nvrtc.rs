@@ -186,6 +186,10 @@ impl Gpu {
                 GpuError::Unavailable("libcuda could not be loaded (no NVIDIA driver?)".into())
             })?
             .map_err(|e| GpuError::Unavailable(format!("device {ordinal}: {e:?}")))?;
+        // Host waits for the GPU sleep instead of spinning: the CPU is needed for storage
+        // reads and, later, CPU-side layers.
+        ctx.set_blocking_synchronize()
+            .map_err(|e| GpuError::driver("cuCtxSetFlags", e))?;
         // SAFETY: called before this context has any allocation or stream of ours; the engine
         // orders its streams with explicit events, so cudarc's per-buffer tracking is not needed.
         unsafe { ctx.disable_event_tracking() };
