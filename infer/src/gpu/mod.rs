@@ -13,6 +13,7 @@
 
 pub mod engine;
 mod error;
+mod fast;
 pub mod mem;
 pub mod nvrtc;
 pub mod ops;

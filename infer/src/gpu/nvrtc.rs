@@ -18,6 +18,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("quant.cu", include_str!("../../../kernels/quant.cu")),
     ("ops.cu", include_str!("../../../kernels/ops.cu")),
+    ("fast.cu", include_str!("../../../kernels/fast.cu")),
 ];
 
 /// Every kernel the launch wrappers use.
@@ -25,6 +26,7 @@ fn kernel_names() -> impl Iterator<Item = &'static str> {
     super::quant::KERNELS
         .iter()
         .chain(super::ops::KERNELS.iter())
+        .chain(super::fast::KERNELS.iter())
         .copied()
 }
 
@@ -181,6 +183,17 @@ pub struct Gpu {
 impl Gpu {
     /// Open device `ordinal`, compile (or load cached) kernels and look every one up.
     pub fn new(ordinal: usize) -> Result<Self> {
+        // cudarc panics (and the panic hook prints) when libcuda is missing: look first.
+        // SAFETY: only tries to dlopen the driver library under its usual names.
+        let present =
+            std::panic::catch_unwind(|| unsafe { cudarc::driver::sys::is_culib_present() })
+                .unwrap_or(false);
+        if !present {
+            return Err(GpuError::Unavailable(
+                "libcuda could not be loaded (no NVIDIA driver?)".into(),
+            ));
+        }
+        nvrtc_version()?;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| {
                 GpuError::Unavailable("libcuda could not be loaded (no NVIDIA driver?)".into())

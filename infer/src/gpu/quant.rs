@@ -271,6 +271,9 @@ pub fn matvec(
         aligned(K, "w", w, to_u64(es))?;
         aligned(K, "xq", xq, to_u64(es))?;
     }
+    if quantized && n_tok == 1 && super::fast::try_matvec_n1(gpu, wty, w, rows, cols, xq, y)? {
+        return Ok(());
+    }
     let mut t0 = 0;
     while t0 < n_tok {
         let nt = (n_tok - t0).min(MAX_ROWS_PER_LAUNCH);
