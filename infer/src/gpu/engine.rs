@@ -62,6 +62,9 @@ impl Default for GpuConfig {
     }
 }
 
+/// Layers the host may enqueue ahead of the GPU.
+const AHEAD: usize = 8;
+
 /// VRAM kept free when the budget is automatic (other processes, driver, fragmentation).
 pub const VRAM_RESERVE: u64 = 1 << 30;
 /// Host memory kept free when the RAM budget is automatic.
@@ -249,6 +252,11 @@ pub struct GpuEngine {
     stats: TokenStats,
     ev_start: CudaEvent,
     ev_end: CudaEvent,
+    /// Events recorded after each layer, in a ring: the host sleeps on the one of `AHEAD`
+    /// layers ago before enqueueing more, so it never runs far ahead of the GPU (a full launch
+    /// queue makes the driver spin a core).
+    ahead: Vec<CudaEvent>,
+    layers_enqueued: u64,
     fixed_vram: u64,
     /// Seconds spent loading.
     pub load_secs: f64,
@@ -499,6 +507,14 @@ impl GpuEngine {
             .context()
             .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
             .map_err(drv("cuEventCreate"))?;
+        let mut ahead = Vec::with_capacity(AHEAD);
+        for _ in 0..AHEAD {
+            ahead.push(
+                gpu.context()
+                    .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+                    .map_err(drv("cuEventCreate"))?,
+            );
+        }
         Ok(GpuEngine {
             gpu,
             hp,
@@ -523,6 +539,8 @@ impl GpuEngine {
             stats: TokenStats::default(),
             ev_start,
             ev_end,
+            ahead,
+            layers_enqueued: 0,
             fixed_vram: fixed,
             load_secs: t0.elapsed().as_secs_f64(),
         })
@@ -801,6 +819,13 @@ impl GpuEngine {
         let factors = self.rope_freqs.as_ref().map(DevBuf::span);
         let ws = self.acts.ws.span();
         for li in 0..hp.n_layer {
+            let nth = self.layers_enqueued;
+            let ring = usize::try_from(nth % AHEAD as u64).unwrap_or(0);
+            if nth >= AHEAD as u64 {
+                self.ahead[ring]
+                    .synchronize()
+                    .map_err(drv("cuEventSynchronize"))?;
+            }
             let (w, slot) = self.layer_span(li)?;
             let m = self.maps[li].clone();
             if slot.is_none() {
@@ -875,6 +900,10 @@ impl GpuEngine {
             self.matmul(w, m.down, g, n, o)?;
             gops::add(&self.gpu, x, o, n * d)?;
             self.release(slot)?;
+            self.ahead[ring]
+                .record(&stream)
+                .map_err(drv("cuEventRecord"))?;
+            self.layers_enqueued += 1;
         }
         self.pos += n;
         // Output norm and logits of the last token.
