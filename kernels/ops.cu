@@ -83,13 +83,15 @@ extern "C" __global__ void ops_rms_norm(const float* x, const float* w, float* o
     const float* xr = x + (u64)blockIdx.x * n;
     float* orow = out + (u64)blockIdx.x * n;
     double s = 0.0;
+#pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const double v = xr[i];
-        s += v * v;  // the product is exact in double: fused or not, one rounding
+        const float v = xr[i];
+        s += (double)__fmul_rn(v, v);  // squares rounded to float, as the CPU (and ggml) do
     }
     s = op_block_reduce<OpAdd>(s, 0.0);
     const float mean = (float)(s / (double)n);
     const float scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+#pragma unroll 4
     for (int i = threadIdx.x; i < n; i += blockDim.x)
         orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
 }
@@ -116,6 +118,7 @@ extern "C" __global__ void ops_rope(float* x, int n_heads, int head_dim, int n_r
     }
     __syncthreads();
     float* row = x + (u64)blockIdx.x * (u64)n_heads * (u64)head_dim;
+#pragma unroll 2
     for (int e = threadIdx.x; e < n_heads * half; e += blockDim.x) {
         const int h = e / half, i = e % half;
         float* hx = row + (u64)h * head_dim;

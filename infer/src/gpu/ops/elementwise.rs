@@ -44,7 +44,7 @@ pub fn rms_norm(
     // SAFETY: (x, w, out, int n, float eps) as the kernel declares; block r reads x and writes
     // out at [r·n, (r+1)·n) for r < rows, both checked to hold rows·n floats, and reads n
     // floats of w, checked.
-    unsafe { launch(gpu, K, (grid, 1, 1), 256, &args) }
+    unsafe { launch(gpu, K, (grid, 1, 1), 1024, &args) }
 }
 
 /// Rotate in place the first `n_rot` dims of each `head_dim`-wide head of `x`
@@ -109,7 +109,7 @@ pub fn rope(
     // freq_scale, const float* factors, int neox) as declared; block t touches
     // x[t·n_heads·head_dim ..][< n_heads·head_dim] for t < n_tok (checked), factors[< n_rot/2]
     // when non-null (checked); n_rot/2 ≤ 128 fits the kernel's cos/sin arrays.
-    unsafe { launch(gpu, K, (to_u32(K, "n_tok", n_tok)?, 1, 1), 128, &args) }
+    unsafe { launch(gpu, K, (to_u32(K, "n_tok", n_tok)?, 1, 1), 1024, &args) }
 }
 
 /// Store rows `pos0..pos0 + n_tok` of the `f16` caches (`[n_ctx][width]`) from `f32` `k`, `v`
