@@ -23,12 +23,8 @@ pub struct State {
     kv: KvCache,
     pos: usize,
     rope: Vec<(f32, f32)>,
-    scores: Vec<f32>,
     keys: Vec<f32>,
     vals: Vec<f32>,
-    qv: Vec<f64>,
-    acc: Vec<f64>,
-    lanes: Vec<crate::ggml_math::Lanes32>,
     scratch: Scratch,
 }
 
@@ -102,12 +98,8 @@ impl Transformer {
             kv: KvCache::new(kv_type, hp.n_layer, n_ctx, width),
             pos: 0,
             rope: Vec::with_capacity(hp.n_rot / 2),
-            scores: vec![0.0; n_ctx],
             keys: vec![0.0; n_ctx * width],
             vals: vec![0.0; n_ctx * width],
-            qv: vec![0.0; hp.head_dim],
-            acc: vec![0.0; hp.head_dim],
-            lanes: Vec::with_capacity(hp.head_dim),
             scratch: Scratch::default(),
         }
     }
@@ -216,20 +208,37 @@ impl Transformer {
             let total = st.pos + n;
             st.kv.keys(li, total, &mut st.keys);
             st.kv.values(li, total, &mut st.vals);
-            for i in 0..n {
-                let visible = st.pos + i + 1;
-                for head in 0..hp.n_head {
-                    let kvh = head / group;
-                    let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
-                    let out = &mut att[i * qd + head * hd..i * qd + (head + 1) * hd];
+            // One task per (token, head), on the quant pool; each head's arithmetic is the
+            // same whichever thread runs it.
+            let (keys, vals, pos, n_head) = (&st.keys[..], &st.vals[..], st.pos, hp.n_head);
+            let q_all: &[f32] = q;
+            let outs: Vec<std::sync::Mutex<&mut [f32]>> =
+                att.chunks_mut(hd).map(std::sync::Mutex::new).collect();
+            quant::parallel_for(n * n_head, &|t| {
+                let (i, head) = (t / n_head, t % n_head);
+                let visible = pos + i + 1;
+                let kvh = head / group;
+                let qh = &q_all[i * qd + head * hd..i * qd + (head + 1) * hd];
+                let Ok(mut out) = outs[t].lock() else { return };
+                ATTN.with(|cell| {
+                    let mut sc = cell.borrow_mut();
+                    let kv = KvView {
+                        keys,
+                        vals,
+                        kvh,
+                        kvd,
+                        hd,
+                        visible,
+                    };
                     if f16_kv {
-                        attend_f16(st, qh, kvh, kvd, hd, visible, kq_scale, out);
+                        attend_f16(&mut sc, &kv, qh, kq_scale, &mut out);
                     } else {
                         let batched = ubatch_len(n, i) > 1;
-                        attend_f32(st, qh, kvh, kvd, hd, visible, kq_scale, batched, out);
+                        attend_f32(&mut sc, &kv, qh, kq_scale, batched, &mut out);
                     }
-                }
-            }
+                });
+            })
+            .map_err(|e| InferError::Quant(e.to_string()))?;
             matmul(&lw.wo, att, n, o)?;
             ops::add_assign(x, o);
             ops::rms_norm(x, &lw.ffn_norm, hp.rms_eps, h);
@@ -265,42 +274,69 @@ fn ubatch_len(n: usize, i: usize) -> usize {
     (n - start).min(UBATCH)
 }
 
-/// One head of one query over `visible` cached positions with an f32 cache, bit-identical to
-/// llama.cpp on x86 (AVX2 + FMA): `ggml_vec_dot_f32` scores and its softmax; the V product is a
-/// `ggml_vec_dot_f32` per output dimension over the positions when the micro-batch has one token,
-/// and llamafile's `tinyBLAS` (8 FMA lanes, `hsum`) when it has several (`batched`).
-#[allow(clippy::too_many_arguments)]
-fn attend_f32(
-    st: &mut State,
-    qh: &[f32],
+/// Per-thread scratch of the attention tasks.
+#[derive(Debug, Default)]
+struct AttnScratch {
+    scores: Vec<f32>,
+    lanes: Vec<crate::ggml_math::Lanes32>,
+    qv: Vec<f64>,
+    acc: Vec<f64>,
+}
+
+thread_local! {
+    static ATTN: std::cell::RefCell<AttnScratch> = std::cell::RefCell::new(AttnScratch::default());
+}
+
+/// The cached keys and values one head reads.
+struct KvView<'a> {
+    keys: &'a [f32],
+    vals: &'a [f32],
     kvh: usize,
     kvd: usize,
     hd: usize,
     visible: usize,
+}
+
+impl KvView<'_> {
+    fn key(&self, t: usize) -> &[f32] {
+        &self.keys[t * self.kvd + self.kvh * self.hd..t * self.kvd + (self.kvh + 1) * self.hd]
+    }
+
+    fn val(&self, t: usize) -> &[f32] {
+        &self.vals[t * self.kvd + self.kvh * self.hd..t * self.kvd + (self.kvh + 1) * self.hd]
+    }
+}
+
+/// One head of one query over the visible cached positions with an f32 cache, bit-identical to
+/// llama.cpp on x86 (AVX2 + FMA): `ggml_vec_dot_f32` scores and its softmax; the V product is a
+/// `ggml_vec_dot_f32` per output dimension over the positions when the micro-batch has one token,
+/// and llamafile's `tinyBLAS` (8 FMA lanes, `hsum`) when it has several (`batched`).
+fn attend_f32(
+    sc: &mut AttnScratch,
+    kv: &KvView<'_>,
+    qh: &[f32],
     kq_scale: f32,
     batched: bool,
     out: &mut [f32],
 ) {
     use crate::ggml_math::{dot_f32, hsum8, softmax, Lanes32};
-    let scores = &mut st.scores[..visible];
-    for (t, s) in scores.iter_mut().enumerate() {
-        *s = dot_f32(&st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd], qh);
-    }
-    softmax(scores, kq_scale);
+    sc.scores.clear();
+    sc.scores
+        .extend((0..kv.visible).map(|t| dot_f32(kv.key(t), qh)));
+    softmax(&mut sc.scores, kq_scale);
     // Output dimension d is a dot product over positions: position t feeds lane t % 32 (t % 8 in
     // tinyBLAS). The positions past `visible` llama.cpp includes (padding to 256) have weight 0
     // and add nothing.
-    st.lanes.clear();
-    st.lanes.resize(hd, Lanes32::default());
+    sc.lanes.clear();
+    sc.lanes.resize(kv.hd, Lanes32::default());
     let width = if batched { 8 } else { 32 };
-    for (t, &p) in scores.iter().enumerate() {
+    for (t, &p) in sc.scores.iter().enumerate() {
         let lane = t % width;
-        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-        for (l, &v) in st.lanes.iter_mut().zip(vr) {
+        for (l, &v) in sc.lanes.iter_mut().zip(kv.val(t)) {
             l.0[lane] = v.mul_add(p, l.0[lane]);
         }
     }
-    for (o, l) in out.iter_mut().zip(&st.lanes) {
+    for (o, l) in out.iter_mut().zip(&sc.lanes) {
         *o = if batched {
             hsum8(&l.0[..8])
         } else {
@@ -311,40 +347,31 @@ fn attend_f32(
 
 /// One head of one query with an f16 cache: Q and the softmax weights rounded to f16 as
 /// llama.cpp does before multiplying them with f16 K and V; sums in f64.
-#[allow(clippy::too_many_arguments)]
-fn attend_f16(
-    st: &mut State,
-    qh: &[f32],
-    kvh: usize,
-    kvd: usize,
-    hd: usize,
-    visible: usize,
-    kq_scale: f32,
-    out: &mut [f32],
-) {
-    let scores = &mut st.scores[..visible];
-    for (a, &b) in st.qv.iter_mut().zip(qh) {
-        *a = f64::from(f16::from_f32(b).to_f32());
-    }
-    for (t, s) in scores.iter_mut().enumerate() {
-        let kr = &st.keys[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-        let dot: f64 = kr.iter().zip(&st.qv).map(|(&a, &b)| f64::from(a) * b).sum();
+fn attend_f16(sc: &mut AttnScratch, kv: &KvView<'_>, qh: &[f32], kq_scale: f32, out: &mut [f32]) {
+    sc.qv.clear();
+    sc.qv
+        .extend(qh.iter().map(|&b| f64::from(f16::from_f32(b).to_f32())));
+    sc.scores.clear();
+    for t in 0..kv.visible {
+        let dot: f64 = kv
+            .key(t)
+            .iter()
+            .zip(&sc.qv)
+            .map(|(&a, &b)| f64::from(a) * b)
+            .sum();
         #[allow(clippy::cast_possible_truncation)] // the score is an f32 in ggml too
-        {
-            *s = dot as f32;
-        }
+        sc.scores.push(dot as f32);
     }
-    ops::softmax_scaled(scores, kq_scale);
-    let acc = &mut st.acc[..hd];
-    acc.fill(0.0);
-    for (t, &s) in scores.iter().enumerate() {
+    ops::softmax_scaled(&mut sc.scores, kq_scale);
+    sc.acc.clear();
+    sc.acc.resize(kv.hd, 0.0);
+    for (t, &s) in sc.scores.iter().enumerate() {
         let s = f64::from(f16::from_f32(s).to_f32());
-        let vr = &st.vals[t * kvd + kvh * hd..t * kvd + (kvh + 1) * hd];
-        for (a, &b) in acc.iter_mut().zip(vr) {
+        for (a, &b) in sc.acc.iter_mut().zip(kv.val(t)) {
             *a += s * f64::from(b);
         }
     }
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+    for (o, &a) in out.iter_mut().zip(sc.acc.iter()) {
         #[allow(clippy::cast_possible_truncation)]
         {
             *o = a as f32;

@@ -127,6 +127,13 @@ pub fn set_threads(n: usize) -> Result<(), QuantError> {
     Ok(())
 }
 
+/// Run `f(0) .. f(n_tasks - 1)` on the quant pool (the calling thread takes part); returns when
+/// all are done. Tasks must be independent.
+pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Result<(), QuantError> {
+    pool()?.run(n_tasks, f);
+    Ok(())
+}
+
 /// The number of worker threads of the quant pool.
 pub fn threads() -> Result<usize, QuantError> {
     Ok(pool()?.threads())
