@@ -79,7 +79,7 @@ struct TRef {
     cols: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct LayerMap {
     attn_norm: TRef,
     wq: TRef,
@@ -551,6 +551,11 @@ impl GpuEngine {
         self.fixed_vram
     }
 
+    /// The model's parsed GGUF header (metadata, tokenizer, tensors).
+    pub fn gguf(&self) -> &llmstream::gguf::GgufFile {
+        self.model.gguf()
+    }
+
     /// Positions processed so far.
     pub fn pos(&self) -> usize {
         self.pos
@@ -827,7 +832,7 @@ impl GpuEngine {
                     .map_err(drv("cuEventSynchronize"))?;
             }
             let (w, slot) = self.layer_span(li)?;
-            let m = self.maps[li].clone();
+            let m = self.maps[li];
             if slot.is_none() {
                 self.stats.bytes_vram += self.model.layer_bytes(li)?;
             }

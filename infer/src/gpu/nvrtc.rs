@@ -123,9 +123,10 @@ pub fn compile(major: i32, minor: i32) -> Result<String> {
     Ok(ptx.to_src())
 }
 
-/// PTX for this architecture from the disk cache, or compiled now (and cached).
-fn cached_ptx(major: i32, minor: i32) -> Result<String> {
-    let (vmaj, vmin) = nvrtc_version()?;
+/// PTX for this architecture from the disk cache, or compiled now (and cached); `nvrtc` is the
+/// loaded NVRTC's version.
+fn cached_ptx(major: i32, minor: i32, nvrtc: (i32, i32)) -> Result<String> {
+    let (vmaj, vmin) = nvrtc;
     let src = source();
     let opts = compile_options(major, minor).join(" ");
     let key = fnv1a(&[
@@ -193,7 +194,7 @@ impl Gpu {
                 "libcuda could not be loaded (no NVIDIA driver?)".into(),
             ));
         }
-        nvrtc_version()?;
+        let nvrtc = nvrtc_version()?;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| {
                 GpuError::Unavailable("libcuda could not be loaded (no NVIDIA driver?)".into())
@@ -209,7 +210,7 @@ impl Gpu {
         let arch = ctx
             .compute_capability()
             .map_err(|e| GpuError::driver("cuDeviceGetAttribute", e))?;
-        let ptx = cached_ptx(arch.0, arch.1)?;
+        let ptx = cached_ptx(arch.0, arch.1, nvrtc)?;
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(|e| GpuError::driver("cuModuleLoadData", e))?;

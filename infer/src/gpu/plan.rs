@@ -148,18 +148,16 @@ pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
             slots,
         });
     }
-    // Resident: as many layers as fit (layers are about the same size; count by the average to
-    // stay within budget with mixed sizes, then verify).
+    // Resident: how many layers fit, counted in layer order (the layers of a model are about
+    // the same size, and every slot is sized for the largest).
     let mut left = inp.vram_budget - need;
-    let order: Vec<usize> = (0..n).collect();
     let mut resident = 0usize;
-    for &i in &order {
-        if inp.layer_bytes[i] <= left {
-            left -= inp.layer_bytes[i];
-            resident += 1;
-        } else {
+    for &b in &inp.layer_bytes {
+        if b > left {
             break;
         }
+        left -= b;
+        resident += 1;
     }
     let streamed = n - resident;
     let marks = spread(n, streamed);

@@ -31,30 +31,21 @@ pub struct GpuGenStats {
     pub cpu_ms_per_token: f64,
 }
 
+/// User + system CPU seconds of this process so far (0 if the OS will not say).
 fn cpu_seconds() -> f64 {
-    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a `rusage` into the pointer, which is valid for that.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
-    if r != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so the struct is initialised.
-    let ru = unsafe { ru.assume_init() };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeValLike;
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        (u.user_time().num_microseconds() + u.system_time().num_microseconds()) as f64 * 1e-6
+    })
 }
 
 impl GpuSession {
     /// Load `path` onto the GPU.
     pub fn load(path: &Path, cfg: GpuConfig) -> Result<Self> {
         let engine = GpuEngine::load(path, cfg)?;
-        let ctx = llmstream::Context::new(llmstream::Config {
-            backend: llmstream::BackendChoice::Host,
-            ..llmstream::Config::default()
-        })?;
-        let m = ctx.open_model(path)?;
-        let spec =
-            TokenizerSpec::from_gguf(m.gguf()).map_err(|e| InferError::Tokenizer(e.to_string()))?;
+        let spec = TokenizerSpec::from_gguf(engine.gguf())
+            .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let chat_template = spec.chat_template.clone();
         let tokenizer = Tokenizer::new(spec).map_err(|e| InferError::Tokenizer(e.to_string()))?;
         Ok(GpuSession {
