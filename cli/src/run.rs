@@ -2,8 +2,10 @@
 
 use anyhow::{Context as _, Result};
 use llmstream_infer::chat::{ChatMessage, ChatTemplate};
+use llmstream_infer::gpu::plan::Tier;
 use llmstream_infer::gpu::{GpuConfig, GpuSession};
-use llmstream_infer::{Engine, InferError, KvType, Sampler, SamplerConfig};
+use llmstream_infer::tokenizer::Tokenizer;
+use llmstream_infer::{Engine, Generation, InferError, KvType, Sampler, SamplerConfig, State};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -109,18 +111,111 @@ fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size (examples: 24G, 512M, 1073741824)"))
 }
 
-/// The engine a command runs on.
-enum Loaded {
-    Cpu(Box<Engine>),
-    Gpu(Box<GpuSession>),
+/// A loaded model with its sequence state and sampler, on the CPU or the GPU: what `run` and
+/// `chat` drive.
+#[allow(clippy::large_enum_variant)] // one per process: the size difference costs nothing
+enum Runner {
+    Cpu {
+        engine: Box<Engine>,
+        state: State,
+        sampler: Sampler,
+    },
+    Gpu {
+        session: Box<GpuSession>,
+        sampler: Sampler,
+    },
+}
+
+impl Runner {
+    fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Runner::Cpu { engine, .. } => &engine.tokenizer,
+            Runner::Gpu { session, .. } => &session.tokenizer,
+        }
+    }
+
+    fn pos(&self) -> usize {
+        match self {
+            Runner::Cpu { state, .. } => state.pos(),
+            Runner::Gpu { session, .. } => session.engine.pos(),
+        }
+    }
+
+    fn n_ctx(&self) -> usize {
+        match self {
+            Runner::Cpu { state, .. } => state.n_ctx(),
+            Runner::Gpu { session, .. } => session.engine.n_ctx(),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Runner::Cpu { state, .. } => state.reset(),
+            Runner::Gpu { session, .. } => session.engine.reset(),
+        }
+    }
+
+    /// Run `ids` after what the sequence holds and generate up to `n` tokens; returns the
+    /// generation and the backend's own figures for `--json`. The repeat penalty looks back over
+    /// this call's tokens.
+    fn generate(
+        &mut self,
+        ids: &[u32],
+        n: usize,
+        on_text: impl FnMut(&str),
+    ) -> Result<(Generation, serde_json::Value)> {
+        let mut history = Vec::new();
+        Ok(match self {
+            Runner::Cpu {
+                engine,
+                state,
+                sampler,
+            } => {
+                let g = engine.generate(state, ids, n, sampler, &mut history, on_text)?;
+                let extra = serde_json::json!({
+                    "backend": "cpu",
+                    "load_secs": engine.load_secs,
+                    "threads": llmstream_infer::quant::threads().unwrap_or(0),
+                });
+                (g, extra)
+            }
+            Runner::Gpu { session, sampler } => {
+                let (g, st) = session.generate(ids, n, sampler, &mut history, on_text)?;
+                let extra = serde_json::json!({
+                    "backend": "cuda",
+                    "load_secs": session.engine.load_secs,
+                    "plan": session.engine.plan.to_json(),
+                    "per_token": st.decode.to_json(),
+                    "cpu_ms_per_token": st.cpu_ms_per_token,
+                });
+                (g, extra)
+            }
+        })
+    }
+
+    /// Where it ran, for the human summary line.
+    fn placement(&self) -> String {
+        match self {
+            Runner::Cpu { .. } => String::new(),
+            Runner::Gpu { session, .. } => {
+                let p = &session.engine.plan;
+                format!(
+                    " on the GPU; layers: {} vram, {} ram, {} storage",
+                    p.count(Tier::Vram),
+                    p.count(Tier::Ram),
+                    p.count(Tier::Storage)
+                )
+            }
+        }
+    }
 }
 
 impl ModelArgs {
     /// Load on the GPU for `cuda`, on the CPU for `cpu`, and for `auto` on the GPU when one is
     /// usable (falling back to the CPU with a note).
-    fn load_any(&self, n_ctx: usize) -> Result<Loaded> {
+    fn load_runner(&self) -> Result<Runner> {
         match self.backend.as_str() {
-            "cpu" | "host" => return Ok(Loaded::Cpu(Box::new(self.load()?))),
+            "cpu" | "host" => return self.cpu_runner(),
             "cuda" | "auto" => {}
             other => anyhow::bail!("--backend {other}: use auto, cuda or cpu"),
         }
@@ -128,17 +223,20 @@ impl ModelArgs {
             vram_budget: self.vram_budget,
             ram_budget: self.ram_budget,
             depth: self.depth.max(1),
-            n_ctx,
+            n_ctx: self.ctx_size,
             ..GpuConfig::default()
         };
         match GpuSession::load(&self.model, cfg) {
-            Ok(s) => Ok(Loaded::Gpu(Box::new(s))),
+            Ok(s) => Ok(Runner::Gpu {
+                session: Box::new(s),
+                sampler: Sampler::new(self.sampler_config()),
+            }),
             Err(
                 e @ (InferError::NoGpu(_)
                 | InferError::Stream(llmstream::Error::BackendUnavailable { .. })),
             ) if self.backend == "auto" => {
                 eprintln!("note: running on the CPU ({e})");
-                Ok(Loaded::Cpu(Box::new(self.load()?)))
+                self.cpu_runner()
             }
             Err(e) => {
                 Err(e).with_context(|| format!("loading {} on the GPU", self.model.display()))
@@ -146,16 +244,18 @@ impl ModelArgs {
         }
     }
 
-    fn load(&self) -> Result<Engine> {
+    fn cpu_runner(&self) -> Result<Runner> {
         let threads = self
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Engine::load(&self.model, threads)
-            .with_context(|| format!("loading {}", self.model.display()))
-    }
-
-    fn sampler(&self) -> Sampler {
-        Sampler::new(self.sampler_config())
+        let engine = Engine::load(&self.model, threads)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        let state = engine.new_state(self.ctx_size, self.kv()?);
+        Ok(Runner::Cpu {
+            engine: Box::new(engine),
+            state,
+            sampler: Sampler::new(self.sampler_config()),
+        })
     }
 
     fn sampler_config(&self) -> SamplerConfig {
@@ -180,68 +280,60 @@ impl ModelArgs {
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
-    let engine = match a.model.load_any(a.model.ctx_size)? {
-        Loaded::Cpu(e) => *e,
-        Loaded::Gpu(s) => return run_gpu(a, *s),
-    };
-    let prompt = engine.tokenize_prompt(&a.prompt)?;
+    let mut r = a.model.load_runner()?;
+    let prompt = r
+        .tokenizer()
+        .encode_prompt(&a.prompt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
-    let n_ctx = a.model.ctx_size.max(prompt.len() + 1);
-    let mut state = engine.new_state(n_ctx, a.model.kv()?);
-    let mut sampler = a.model.sampler();
-    let mut history = Vec::new();
+    anyhow::ensure!(
+        prompt.len() < r.n_ctx(),
+        "the prompt ({} tokens) does not fit the context ({}; --ctx-size)",
+        prompt.len(),
+        r.n_ctx()
+    );
     let mut out = std::io::stdout().lock();
-    let g = engine.generate(
-        &mut state,
-        &prompt,
-        a.n_predict,
-        &mut sampler,
-        &mut history,
-        |t| {
-            if !a.json {
-                let _ = out.write_all(t.as_bytes());
-                let _ = out.flush();
-            }
-        },
-    )?;
+    let (g, extra) = r.generate(&prompt, a.n_predict, |t| {
+        if !a.json {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        }
+    })?;
     if a.json {
-        let o = serde_json::json!({
+        let mut o = serde_json::json!({
             "prompt_tokens": g.prompt_tokens,
             "generated_tokens": g.generated_tokens,
             "text": g.text,
             "prompt_tok_per_s": g.prompt_tok_per_s(),
             "decode_tok_per_s": g.decode_tok_per_s(),
             "stopped_at_eog": g.stopped_at_eog,
-            "load_secs": engine.load_secs,
-            "threads": llmstream_infer::quant::threads().unwrap_or(0),
         });
+        if let (Some(o), serde_json::Value::Object(extra)) = (o.as_object_mut(), extra) {
+            o.extend(extra);
+        }
         writeln!(out, "{o}")?;
     } else {
         writeln!(out)?;
         eprintln!(
-            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s]",
+            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s{}]",
             g.prompt_tokens.len(),
             g.prompt_tok_per_s(),
             g.generated_tokens.len(),
-            g.decode_tok_per_s()
+            g.decode_tok_per_s(),
+            r.placement()
         );
     }
     Ok(())
 }
 
 pub fn chat(a: &ChatArgs) -> Result<()> {
-    let engine = match a.model.load_any(a.model.ctx_size)? {
-        Loaded::Cpu(e) => *e,
-        Loaded::Gpu(s) => return chat_gpu(a, *s),
-    };
-    let template = ChatTemplate::for_tokenizer(&engine.tokenizer)
+    let mut r = a.model.load_runner()?;
+    let template = ChatTemplate::for_tokenizer(r.tokenizer())
         .context("this model has no usable chat template")?;
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(ChatMessage::system(s.clone()));
     }
-    let mut state = engine.new_state(a.model.ctx_size, a.model.kv()?);
-    let mut sampler = a.model.sampler();
     let mut rendered_so_far = String::new();
     let tty = std::io::stdin().is_terminal();
     let stdin = std::io::stdin();
@@ -264,30 +356,22 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
         // Feed only what the KV cache does not hold yet (the new turn).
         let new_text = full.strip_prefix(&rendered_so_far).unwrap_or(&full);
         if new_text.len() == full.len() {
-            state.reset();
+            r.reset();
         }
-        let ids = engine
-            .tokenizer
-            .encode(new_text, state.pos() == 0, true)
+        let ids = r
+            .tokenizer()
+            .encode(new_text, r.pos() == 0, true)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
-            state.pos() + ids.len() + a.n_predict <= state.n_ctx(),
+            r.pos() + ids.len() + a.n_predict <= r.n_ctx(),
             "the conversation no longer fits in {} tokens of context (--ctx-size)",
-            state.n_ctx()
+            r.n_ctx()
         );
-        let mut history = Vec::new();
         let mut out = std::io::stdout().lock();
-        let g = engine.generate(
-            &mut state,
-            &ids,
-            a.n_predict,
-            &mut sampler,
-            &mut history,
-            |t| {
-                let _ = out.write_all(t.as_bytes());
-                let _ = out.flush();
-            },
-        )?;
+        let (g, _) = r.generate(&ids, a.n_predict, |t| {
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        })?;
         writeln!(out)?;
         messages.push(ChatMessage::assistant(g.text.trim().to_string()));
         // What the model saw: the template up to the generation prompt plus its answer.
@@ -297,7 +381,7 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
             rendered_so_far.clear();
         } else if let Some(&eog) = g.generated_tokens.last() {
             rendered_so_far.push_str(&String::from_utf8_lossy(
-                &engine.tokenizer.token_to_piece_with(eog, true),
+                &r.tokenizer().token_to_piece_with(eog, true),
             ));
         }
     }
@@ -325,117 +409,6 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
                 "{id:>8} {:?}",
                 String::from_utf8_lossy(&tok.token_to_piece_with(id, true))
             );
-        }
-    }
-    Ok(())
-}
-
-fn run_gpu(a: &RunArgs, mut s: GpuSession) -> Result<()> {
-    let prompt = s.tokenize_prompt(&a.prompt)?;
-    anyhow::ensure!(!prompt.is_empty(), "the prompt is empty");
-    anyhow::ensure!(
-        prompt.len() < s.engine.n_ctx(),
-        "the prompt ({} tokens) does not fit the context ({}; --ctx-size)",
-        prompt.len(),
-        s.engine.n_ctx()
-    );
-    let sc = a.model.sampler_config();
-    let mut rng = llmstream_infer::gpu::session::rng(sc.seed);
-    let mut history = Vec::new();
-    let mut out = std::io::stdout().lock();
-    let (g, st) = s.generate(&prompt, a.n_predict, &sc, &mut rng, &mut history, |t| {
-        if !a.json {
-            let _ = out.write_all(t.as_bytes());
-            let _ = out.flush();
-        }
-    })?;
-    if a.json {
-        let o = serde_json::json!({
-            "prompt_tokens": g.prompt_tokens,
-            "generated_tokens": g.generated_tokens,
-            "text": g.text,
-            "prompt_tok_per_s": g.prompt_tok_per_s(),
-            "decode_tok_per_s": g.decode_tok_per_s(),
-            "stopped_at_eog": g.stopped_at_eog,
-            "load_secs": s.engine.load_secs,
-            "backend": "cuda",
-            "plan": s.engine.plan.to_json(),
-            "per_token": st.decode.to_json(),
-            "cpu_ms_per_token": st.cpu_ms_per_token,
-        });
-        writeln!(out, "{o}")?;
-    } else {
-        writeln!(out)?;
-        eprintln!(
-            "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s on the GPU; layers: {} vram, {} ram, {} storage]",
-            g.prompt_tokens.len(),
-            g.prompt_tok_per_s(),
-            g.generated_tokens.len(),
-            g.decode_tok_per_s(),
-            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Vram),
-            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Ram),
-            s.engine.plan.count(llmstream_infer::gpu::plan::Tier::Storage),
-        );
-    }
-    Ok(())
-}
-
-fn chat_gpu(a: &ChatArgs, mut s: GpuSession) -> Result<()> {
-    let template = ChatTemplate::for_tokenizer(&s.tokenizer)
-        .context("this model has no usable chat template")?;
-    let mut messages = Vec::new();
-    if let Some(sys) = &a.system {
-        messages.push(ChatMessage::system(sys.clone()));
-    }
-    let sc = a.model.sampler_config();
-    let mut rng = llmstream_infer::gpu::session::rng(sc.seed);
-    let mut rendered_so_far = String::new();
-    let tty = std::io::stdin().is_terminal();
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    loop {
-        if tty {
-            eprint!("> ");
-        }
-        let Some(line) = lines.next() else { break };
-        let line = line?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        if line == "/quit" || line == "/exit" {
-            break;
-        }
-        messages.push(ChatMessage::user(line));
-        let full = template.apply(&messages, true)?;
-        let new_text = full.strip_prefix(&rendered_so_far).unwrap_or(&full);
-        if new_text.len() == full.len() {
-            s.engine.reset();
-        }
-        let ids = s
-            .tokenizer
-            .encode(new_text, s.engine.pos() == 0, true)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        anyhow::ensure!(
-            s.engine.pos() + ids.len() + a.n_predict <= s.engine.n_ctx(),
-            "the conversation no longer fits in {} tokens of context (--ctx-size)",
-            s.engine.n_ctx()
-        );
-        let mut history = Vec::new();
-        let mut out = std::io::stdout().lock();
-        let (g, _) = s.generate(&ids, a.n_predict, &sc, &mut rng, &mut history, |t| {
-            let _ = out.write_all(t.as_bytes());
-            let _ = out.flush();
-        })?;
-        writeln!(out)?;
-        messages.push(ChatMessage::assistant(g.text.trim().to_string()));
-        rendered_so_far = full.clone() + &g.text;
-        if !g.stopped_at_eog {
-            rendered_so_far.clear();
-        } else if let Some(&eog) = g.generated_tokens.last() {
-            rendered_so_far.push_str(&String::from_utf8_lossy(
-                &s.tokenizer.token_to_piece_with(eog, true),
-            ));
         }
     }
     Ok(())

@@ -90,7 +90,7 @@ impl Engine {
     /// Tokenize a plain prompt as llama.cpp does (BOS per metadata, no special-token parsing).
     pub fn tokenize_prompt(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer
-            .encode(text, true, false)
+            .encode_prompt(text)
             .map_err(|e| InferError::Tokenizer(e.to_string()))
     }
 
@@ -104,45 +104,112 @@ impl Engine {
         max_new: usize,
         sampler: &mut Sampler,
         history: &mut Vec<u32>,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<Generation> {
-        let mut g = Generation {
-            prompt_tokens: prompt.to_vec(),
-            ..Generation::default()
+        let mut step = CpuStep {
+            model: &self.model,
+            state,
+            sampler,
+            logits: Vec::new(),
         };
-        if prompt.is_empty() {
-            return Err(InferError::Invalid("empty prompt".into()));
-        }
-        let t0 = Instant::now();
-        let mut logits = self.model.forward(state, prompt)?;
-        g.prompt_secs = t0.elapsed().as_secs_f64();
-        history.extend_from_slice(prompt);
-        let mut dec = crate::tokenizer::StreamDecoder::new(&self.tokenizer);
-        let t1 = Instant::now();
-        for i in 0..max_new {
-            let tok = sampler.sample(&logits, history);
-            g.generated_tokens.push(tok);
-            history.push(tok);
-            if self.tokenizer.is_eog(tok) {
-                g.stopped_at_eog = true;
-                break;
-            }
-            let piece = dec.push(tok);
-            if !piece.is_empty() {
-                on_text(&piece);
-                g.text.push_str(&piece);
-            }
-            if i + 1 == max_new || state.pos() + 1 > state.n_ctx() {
-                break;
-            }
-            logits = self.model.forward(state, &[tok])?;
-        }
-        let rest = dec.finish();
-        if !rest.is_empty() {
-            on_text(&rest);
-            g.text.push_str(&rest);
-        }
-        g.decode_secs = t1.elapsed().as_secs_f64();
-        Ok(g)
+        generate_with(
+            &mut step,
+            &self.tokenizer,
+            prompt,
+            max_new,
+            history,
+            on_text,
+        )
     }
+}
+
+/// One backend's side of a generation loop.
+pub(crate) trait Stepper {
+    /// Run `tokens` at the next positions.
+    fn feed(&mut self, tokens: &[u32]) -> Result<()>;
+    /// The next token from the last `feed`'s logits; `history` is everything seen so far.
+    fn pick(&mut self, history: &[u32]) -> Result<u32>;
+    /// Whether one more position fits in the context.
+    fn has_room(&self) -> bool;
+    /// Called when the prompt is done and decoding starts.
+    fn decode_starts(&mut self) {}
+}
+
+struct CpuStep<'a> {
+    model: &'a Transformer,
+    state: &'a mut State,
+    sampler: &'a mut Sampler,
+    logits: Vec<f32>,
+}
+
+impl Stepper for CpuStep<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.logits = self.model.forward(self.state, tokens)?;
+        Ok(())
+    }
+
+    fn pick(&mut self, history: &[u32]) -> Result<u32> {
+        Ok(self.sampler.sample(&self.logits, history))
+    }
+
+    fn has_room(&self) -> bool {
+        self.state.pos() < self.state.n_ctx()
+    }
+}
+
+/// The generation loop shared by the CPU and GPU engines: run the prompt, then pick, stream the
+/// text and feed each token back until an end-of-generation token, `max_new` tokens or a full
+/// context. Prompt time includes picking the first token (the GPU synchronises there).
+pub(crate) fn generate_with(
+    step: &mut impl Stepper,
+    tokenizer: &crate::tokenizer::Tokenizer,
+    prompt: &[u32],
+    max_new: usize,
+    history: &mut Vec<u32>,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let mut g = Generation {
+        prompt_tokens: prompt.to_vec(),
+        ..Generation::default()
+    };
+    if prompt.is_empty() {
+        return Err(InferError::Invalid("empty prompt".into()));
+    }
+    let t0 = Instant::now();
+    step.feed(prompt)?;
+    history.extend_from_slice(prompt);
+    if max_new == 0 {
+        g.prompt_secs = t0.elapsed().as_secs_f64();
+        return Ok(g);
+    }
+    let mut tok = step.pick(history)?;
+    g.prompt_secs = t0.elapsed().as_secs_f64();
+    step.decode_starts();
+    let mut dec = crate::tokenizer::StreamDecoder::new(tokenizer);
+    let t1 = Instant::now();
+    for i in 0..max_new {
+        g.generated_tokens.push(tok);
+        history.push(tok);
+        if tokenizer.is_eog(tok) {
+            g.stopped_at_eog = true;
+            break;
+        }
+        let piece = dec.push(tok);
+        if !piece.is_empty() {
+            on_text(&piece);
+            g.text.push_str(&piece);
+        }
+        if i + 1 == max_new || !step.has_room() {
+            break;
+        }
+        step.feed(&[tok])?;
+        tok = step.pick(history)?;
+    }
+    let rest = dec.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
+        g.text.push_str(&rest);
+    }
+    g.decode_secs = t1.elapsed().as_secs_f64();
+    Ok(g)
 }

@@ -286,6 +286,18 @@ impl Sampler {
     }
 
     /// Pick the next token from `logits`, given the tokens so far (`history`).
+    /// Whether this sampler picks the most likely token (temperature 0, or not a positive
+    /// number).
+    pub fn is_greedy(&self) -> bool {
+        !greedy_off(self.cfg.temperature)
+    }
+
+    /// The uniform number [`Sampler::sample`] would draw next, for a sampler that runs
+    /// elsewhere (the GPU's) with the same seeded sequence.
+    pub fn draw_uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
+    }
+
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.cfg;
         let penalised;

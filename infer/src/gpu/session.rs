@@ -3,13 +3,11 @@
 
 use super::engine::{GpuConfig, GpuEngine, TokenStats};
 use super::ops::GpuSampleParams;
-use crate::engine::Generation;
+use crate::engine::{generate_with, Generation, Stepper};
 use crate::error::{InferError, Result};
-use crate::sampler::SamplerConfig;
-use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerSpec};
-use rand::{Rng, SeedableRng};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::{Tokenizer, TokenizerSpec};
 use std::path::Path;
-use std::time::Instant;
 
 /// A model on the GPU with its tokenizer.
 #[derive(Debug)]
@@ -55,103 +53,88 @@ impl GpuSession {
         })
     }
 
-    /// Tokenize a plain prompt as llama.cpp does.
-    pub fn tokenize_prompt(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenizer
-            .encode(text, true, false)
-            .map_err(|e| InferError::Tokenizer(e.to_string()))
-    }
-
-    /// Run `prompt` after what the engine holds and generate up to `max_new` tokens.
+    /// Run `prompt` after what the engine holds and generate up to `max_new` tokens with
+    /// `sampler`'s settings: greedy on the GPU, or sampled there with `sampler`'s next uniform
+    /// number (the same sequence the CPU sampler would draw).
     pub fn generate(
         &mut self,
         prompt: &[u32],
         max_new: usize,
-        sc: &SamplerConfig,
-        rng_state: &mut rand::rngs::StdRng,
+        sampler: &mut Sampler,
         history: &mut Vec<u32>,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<(Generation, GpuGenStats)> {
-        if prompt.is_empty() {
-            return Err(InferError::Invalid("empty prompt".into()));
-        }
-        let mut g = Generation {
-            prompt_tokens: prompt.to_vec(),
-            ..Generation::default()
+        let sc = sampler.config().clone();
+        let mut step = GpuStep {
+            engine: &mut self.engine,
+            sampler,
+            params: GpuSampleParams {
+                temp: sc.temperature,
+                top_k: sc.top_k,
+                top_p: sc.top_p,
+                min_p: sc.min_p,
+            },
+            sc,
+            decode_cpu: 0.0,
+            decode_feeds: 0,
         };
-        let params = GpuSampleParams {
-            temp: sc.temperature,
-            top_k: sc.top_k,
-            top_p: sc.top_p,
-            min_p: sc.min_p,
-        };
-        let GpuSession {
-            engine, tokenizer, ..
-        } = self;
-        let t0 = Instant::now();
-        engine.forward(prompt)?;
-        history.extend_from_slice(prompt);
-        let mut tok = pick(engine, &params, sc, rng_state, history)?;
-        g.prompt_secs = t0.elapsed().as_secs_f64();
-        engine.take_stats();
-        let mut dec = StreamDecoder::new(tokenizer);
-        let t1 = Instant::now();
-        let c1 = cpu_seconds();
-        let mut steps = 0u64;
-        for i in 0..max_new {
-            g.generated_tokens.push(tok);
-            history.push(tok);
-            if tokenizer.is_eog(tok) {
-                g.stopped_at_eog = true;
-                break;
-            }
-            let piece = dec.push(tok);
-            if !piece.is_empty() {
-                on_text(&piece);
-                g.text.push_str(&piece);
-            }
-            if i + 1 == max_new || engine.pos() + 1 > engine.n_ctx() {
-                break;
-            }
-            engine.forward(&[tok])?;
-            tok = pick(engine, &params, sc, rng_state, history)?;
-            steps += 1;
-        }
-        let rest = dec.finish();
-        if !rest.is_empty() {
-            on_text(&rest);
-            g.text.push_str(&rest);
-        }
-        g.decode_secs = t1.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - c1;
+        let g = generate_with(
+            &mut step,
+            &self.tokenizer,
+            prompt,
+            max_new,
+            history,
+            on_text,
+        )?;
+        let cpu = cpu_seconds() - step.decode_cpu;
         let stats = GpuGenStats {
-            decode: engine.take_stats(),
-            cpu_ms_per_token: cpu * 1e3 / (steps.max(1) as f64),
+            decode: step.engine.take_stats(),
+            cpu_ms_per_token: cpu * 1e3 / (step.decode_feeds.max(1) as f64),
         };
         Ok((g, stats))
     }
 }
 
-fn pick(
-    engine: &mut GpuEngine,
-    params: &GpuSampleParams,
-    sc: &SamplerConfig,
-    rng: &mut rand::rngs::StdRng,
-    history: &[u32],
-) -> Result<u32> {
-    if sc.repeat_penalty != 1.0 && sc.repeat_last_n > 0 {
-        let n = history.len().min(sc.repeat_last_n);
-        engine.repeat_penalty(&history[history.len() - n..], sc.repeat_penalty)?;
-    }
-    if sc.temperature <= 0.0 {
-        engine.next_token(None)
-    } else {
-        let u: f32 = rng.random();
-        engine.next_token(Some((params, u)))
-    }
+/// The GPU side of the shared generation loop.
+struct GpuStep<'a> {
+    engine: &'a mut GpuEngine,
+    sampler: &'a mut Sampler,
+    sc: SamplerConfig,
+    params: GpuSampleParams,
+    /// CPU seconds when decoding started.
+    decode_cpu: f64,
+    /// Forward calls since decoding started.
+    decode_feeds: u64,
 }
 
-/// A seeded generator for [`GpuSession::generate`].
-pub fn rng(seed: u64) -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(seed)
+impl Stepper for GpuStep<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.decode_feeds += 1;
+        self.engine.forward(tokens)
+    }
+
+    fn pick(&mut self, history: &[u32]) -> Result<u32> {
+        let sc = &self.sc;
+        if sc.repeat_penalty != 1.0 && sc.repeat_last_n > 0 {
+            let n = history.len().min(sc.repeat_last_n);
+            self.engine
+                .repeat_penalty(&history[history.len() - n..], sc.repeat_penalty)?;
+        }
+        if self.sampler.is_greedy() {
+            self.engine.next_token(None)
+        } else {
+            let u = self.sampler.draw_uniform();
+            self.engine.next_token(Some((&self.params, u)))
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.engine.pos() < self.engine.n_ctx()
+    }
+
+    fn decode_starts(&mut self) {
+        self.engine.take_stats();
+        self.decode_cpu = cpu_seconds();
+        self.decode_feeds = 0;
+    }
 }

@@ -330,6 +330,12 @@ impl Tokenizer {
         })
     }
 
+    /// A plain prompt as llama.cpp tokenizes it: BOS/EOS per the metadata, control tokens
+    /// written in the text not parsed.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        self.encode(text, true, false)
+    }
+
     /// The ids of `text`. With `add_special`, BOS and EOS are added as the model's metadata
     /// says; with `parse_special`, control tokens written in the text (`<|im_end|>`) become
     /// their ids, otherwise they are tokenized as plain text. User-defined tokens are always
