@@ -212,14 +212,11 @@ impl Transformer {
             // same whichever thread runs it.
             let (keys, vals, pos, n_head) = (&st.keys[..], &st.vals[..], st.pos, hp.n_head);
             let q_all: &[f32] = q;
-            let outs: Vec<std::sync::Mutex<&mut [f32]>> =
-                att.chunks_mut(hd).map(std::sync::Mutex::new).collect();
-            quant::parallel_for(n * n_head, &|t| {
+            quant::parallel_chunks_mut(att, hd, &|t, out| {
                 let (i, head) = (t / n_head, t % n_head);
                 let visible = pos + i + 1;
                 let kvh = head / group;
                 let qh = &q_all[i * qd + head * hd..i * qd + (head + 1) * hd];
-                let Ok(mut out) = outs[t].lock() else { return };
                 ATTN.with(|cell| {
                     let mut sc = cell.borrow_mut();
                     let kv = KvView {
@@ -231,10 +228,10 @@ impl Transformer {
                         visible,
                     };
                     if f16_kv {
-                        attend_f16(&mut sc, &kv, qh, kq_scale, &mut out);
+                        attend_f16(&mut sc, &kv, qh, kq_scale, out);
                     } else {
                         let batched = ubatch_len(n, i) > 1;
-                        attend_f32(&mut sc, &kv, qh, kq_scale, batched, &mut out);
+                        attend_f32(&mut sc, &kv, qh, kq_scale, batched, out);
                     }
                 });
             })

@@ -127,10 +127,14 @@ pub fn set_threads(n: usize) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// Run `f(0) .. f(n_tasks - 1)` on the quant pool (the calling thread takes part); returns when
-/// all are done. Tasks must be independent.
-pub fn parallel_for(n_tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Result<(), QuantError> {
-    pool()?.run(n_tasks, f);
+/// `f(i, chunk_i)` for every `chunk`-sized piece of `data` on the quant pool (the calling
+/// thread takes part); returns when all are done.
+pub fn parallel_chunks_mut<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) -> Result<(), QuantError> {
+    pool()?.for_each_chunk_mut(data, chunk, f);
     Ok(())
 }
 
@@ -427,15 +431,8 @@ impl Job<'_> {
             return;
         }
         let per_task = rows_per_task(rows, self.rb, threads);
-        let chunk = per_task * self.n;
-        let tasks = out.len().div_ceil(chunk);
-        let chunks: Vec<std::sync::Mutex<&mut [f32]>> =
-            out.chunks_mut(chunk).map(std::sync::Mutex::new).collect();
-        pool.run(tasks, &|c| {
-            // Each task index is taken once, so each lock is uncontended.
-            if let Ok(mut part) = chunks[c].lock() {
-                self.rows(c * per_task, &mut part);
-            }
+        pool.for_each_chunk_mut(out, per_task * self.n, &|c, part| {
+            self.rows(c * per_task, part);
         });
     }
 }

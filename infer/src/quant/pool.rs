@@ -124,6 +124,36 @@ impl SpinPool {
     }
 }
 
+/// A base pointer that tasks on other threads may offset into disjoint ranges.
+struct SendPtr<T>(*mut T);
+// SAFETY: only used by `SpinPool::for_each_chunk_mut`, whose tasks touch disjoint ranges.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl SpinPool {
+    /// `f(i, chunk_i)` for every `chunk`-sized piece of `data` (the last one may be shorter),
+    /// across the pool.
+    pub(crate) fn for_each_chunk_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let base = SendPtr(data.as_mut_ptr());
+        let base = &base;
+        self.run(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: `run` hands each index to exactly one call, so the ranges
+            // `start..start + n` of the calls are disjoint and inside `data`, which stays
+            // mutably borrowed (by this function) until every call has returned.
+            let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+            f(i, part);
+        });
+    }
+}
+
 fn take_tasks(s: &Shared, f: &(dyn Fn(usize) + Sync + '_)) {
     let n = s.n_tasks.load(Ordering::SeqCst);
     loop {
@@ -201,6 +231,22 @@ mod tests {
             if round % 500 == 0 {
                 std::thread::sleep(Duration::from_millis(2)); // workers park and wake again
             }
+        }
+    }
+
+    #[test]
+    fn chunks_cover_the_slice_once_with_a_short_last_one() {
+        let p = SpinPool::new(3).unwrap();
+        for (len, chunk) in [(0usize, 4usize), (1, 4), (37, 5), (64, 8), (10, 100)] {
+            let mut v = vec![0u32; len];
+            p.for_each_chunk_mut(&mut v, chunk, &|i, part| {
+                assert!(part.len() <= chunk);
+                for (k, x) in part.iter_mut().enumerate() {
+                    *x += u32::try_from(i * chunk + k + 1).unwrap();
+                }
+            });
+            let want: Vec<u32> = (1..=u32::try_from(len).unwrap()).collect();
+            assert_eq!(v, want, "len {len} chunk {chunk}");
         }
     }
 
