@@ -205,10 +205,12 @@ fn synth_model(arch: &str, quant: QuantMix, name: &str) -> Option<PathBuf> {
 
 #[test]
 fn synthetic_llama_and_qwen2_every_quant_type_gpu_equals_cpu() {
-    if let Some(e) = gpu(&smollm2(), GpuConfig::default()) {
-        drop(e);
-    } else {
-        return;
+    match llmstream_infer::gpu::Gpu::new(0) {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
     }
     for (arch, name) in [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2")] {
         for (mix, mname) in [(QuantMix::All, "all"), (QuantMix::Q4KM, "q4km")] {
@@ -247,15 +249,11 @@ fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
     let prompt = [1u32, 504, 3458, 282, 4649, 314, 3158];
     let want = trace(&mut resident, &prompt, 12);
     let fixed = resident.fixed_vram();
-    let layer = (0..resident.hp.n_layer)
-        .map(|i| {
-            let c = Context::new(Config {
-                backend: BackendChoice::Host,
-                ..Config::default()
-            })
-            .unwrap();
-            c.open_model(&p).unwrap().layer_bytes(i).unwrap()
-        })
+    let layer = resident
+        .gguf()
+        .layers
+        .iter()
+        .map(|l| l.span.end - l.span.start)
         .max()
         .unwrap();
     drop(resident);
