@@ -76,24 +76,56 @@ template <typename T> __device__ T op_block_excl_scan(T v, T* total) {
 }
 
 // ------------------------------------------------------------------------------ rms_norm
-// One block per row: sum of squares in double (as ggml), mean narrowed to float,
-// out = (x * (1 / sqrt(mean + eps))) * w.
-extern "C" __global__ void ops_rms_norm(const float* x, const float* w, float* out, int n,
-                                        float eps) {
-    const float* xr = x + (u64)blockIdx.x * n;
-    float* orow = out + (u64)blockIdx.x * n;
+// Blocks of OP_RMS_THREADS threads. Sum of squares in double (as ggml): thread t adds the
+// squares (rounded to float, as the CPU) of elements t, t + 256, ... in order, 16 loads in
+// flight, then the block reduces; mean narrowed to float, 1 / sqrt(mean + eps).
+#define OP_RMS_THREADS 256
+
+__device__ __forceinline__ float op_rms_scale(const float* xr, int n, float eps) {
     double s = 0.0;
-#pragma unroll 4
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const float v = xr[i];
-        s += (double)__fmul_rn(v, v);  // squares rounded to float, as the CPU (and ggml) do
+    for (int base = 0; base < n; base += 16 * OP_RMS_THREADS) {
+        float v[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            const int i = base + k * OP_RMS_THREADS + (int)threadIdx.x;
+            v[k] = i < n ? xr[i] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < 16; k++)
+            if (base + k * OP_RMS_THREADS + (int)threadIdx.x < n) s += (double)__fmul_rn(v[k], v[k]);
     }
     s = op_block_reduce<OpAdd>(s, 0.0);
     const float mean = (float)(s / (double)n);
-    const float scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+    return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+}
+
+// One block per row: out = (x * scale) * w.
+extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
+    ops_rms_norm(const float* x, const float* w, float* out, int n, float eps) {
+    const float* xr = x + (u64)blockIdx.x * n;
+    float* orow = out + (u64)blockIdx.x * n;
+    const float scale = op_rms_scale(xr, n, eps);
 #pragma unroll 4
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
+    for (int i = threadIdx.x; i < n; i += OP_RMS_THREADS)
         orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
+// RMSNorm (the same bits as ops_rms_norm) fused with the Q8_K quantization of the result (as
+// quant_act_q8_k): block (b, r) computes the scale of row r, normalises elements
+// 256b .. 256b + 256 and quantizes them into block b of row r of xq (n / 256 blocks of 292
+// bytes per row); n a multiple of 256.
+extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
+    ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps) {
+    const float* xr = x + (u64)blockIdx.y * n;
+    float* orow = out + (u64)blockIdx.y * n;
+    const float scale = op_rms_scale(xr, n, eps);
+    const int i = (int)blockIdx.x * 256 + (int)threadIdx.x;
+    orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+    __syncthreads();  // the block's writes of orow are visible to the whole block
+    if (threadIdx.x < 32) {
+        u8* qrow = xq + (u64)blockIdx.y * (u64)(n / 256) * 292ull;
+        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + 292 * blockIdx.x, threadIdx.x);
+    }
 }
 
 // ------------------------------------------------------------------------------ rope
@@ -127,6 +159,49 @@ extern "C" __global__ void ops_rope(float* x, int n_heads, int head_dim, int n_r
         const float a = hx[i0], b = hx[i1], c = cs[i], s = sn[i];
         hx[i0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
         hx[i1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+    }
+}
+
+// RoPE of the query and key heads (as ops_rope) fused with the f16 KV-cache store (as
+// ops_kv_store): block (h, t) takes query head h (h < n_head) or key head h - n_head of token
+// t, rotates it in place and, for a key head, stores it and the same head of v in cache row
+// pos0 + t ([n_ctx][n_head_kv * head_dim] halves).
+extern "C" __global__ void ops_rope_kv(float* q, float* k, const float* v, u16* kc, u16* vc,
+                                       int n_head, int n_head_kv, int head_dim, int n_rot,
+                                       u32 pos0, float theta_scale, float freq_scale,
+                                       const float* factors, int neox) {
+    __shared__ float cs[128], sn[128];
+    const int half = n_rot / 2;
+    const u32 pos = pos0 + blockIdx.y;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float theta = (float)pos;
+        for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
+        const float ff = factors ? factors[i] : 1.0f;
+        const float t = __fmul_rn(freq_scale, __fdiv_rn(theta, ff));
+        double sd, cd;
+        sincos((double)t, &sd, &cd);
+        cs[i] = (float)cd;
+        sn[i] = (float)sd;
+    }
+    __syncthreads();
+    const bool is_k = (int)blockIdx.x >= n_head;
+    const int h = is_k ? (int)blockIdx.x - n_head : (int)blockIdx.x;
+    const u64 width = (u64)(is_k ? n_head_kv : n_head) * (u64)head_dim;
+    float* hx = (is_k ? k : q) + (u64)blockIdx.y * width + (u64)h * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const int i0 = neox ? i : 2 * i;
+        const int i1 = neox ? i + half : 2 * i + 1;
+        const float a = hx[i0], b = hx[i1], c = cs[i], s = sn[i];
+        hx[i0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+        hx[i1] = __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c));
+    }
+    if (!is_k) return;
+    __syncthreads();  // the rotated key is visible to the whole block
+    const float* hv = v + (u64)blockIdx.y * width + (u64)h * head_dim;
+    const u64 dst = (u64)pos * width + (u64)h * head_dim;
+    for (int e = threadIdx.x; e < head_dim; e += blockDim.x) {
+        kc[dst + e] = f2h(hx[e]);
+        vc[dst + e] = f2h(hv[e]);
     }
 }
 
@@ -192,7 +267,7 @@ __device__ __forceinline__ void op_unpack8(const uint4 r, float* f) {
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     ops_attn_partial(const float* q, const u16* kc, const u16* vc, float* part_acc,
                      float* part_ml, u32 pos0, int n_head, int n_head_kv, int hd, float scale,
-                     int n_chunks, int head_blocks) {
+                     int n_chunks, int head_blocks, int chunk) {
     __shared__ __align__(16) float qs[OP_ATT_GMAX][OP_ATT_HDMAX];
     __shared__ float sc[OP_ATT_GMAX][OP_ATT_CHUNK];
     __shared__ float red[OP_ATT_GMAX * OP_ATT_THREADS];
@@ -204,9 +279,9 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     const int h0 = kh * group + hb * OP_ATT_GMAX;
     const int ng = min(OP_ATT_GMAX, group - hb * OP_ATT_GMAX);
     const u32 visible = pos0 + (u32)tok + 1;
-    const u32 t0 = (u32)c * OP_ATT_CHUNK;
+    const u32 t0 = (u32)c * (u32)chunk;
     if (t0 >= visible) return;  // the whole block: nothing of this chunk is visible
-    const int nt = (int)min((u32)OP_ATT_CHUNK, visible - t0);
+    const int nt = (int)min((u32)chunk, visible - t0);
     const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
     const u64 kvw = (u64)n_head_kv * hd;
     const u16* kbase = kc + (u64)t0 * kvw + (u64)kh * hd;
@@ -217,13 +292,17 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
         qs[e / hd][e % hd] = h2f(f2h(qrow[e]));
     __syncthreads();
 
-    // Scores: one position per thread at a time, all heads of the batch.
-    for (int tt = tid; tt < nt; tt += OP_ATT_THREADS) {
-        const uint4* kr = (const uint4*)(kbase + (u64)tt * kvw);
+    // Scores: 8 lanes per position (each a run of 8-wide slices of the head), all heads of
+    // the batch, partial dots added across the 8 lanes; 16 positions per pass.
+    const int l8 = tid & 7, slot = tid >> 3;
+    for (int base = 0; base < nt; base += OP_ATT_THREADS / 8) {
+        const int tt = base + slot;
+        const bool live = tt < nt;
+        const uint4* kr = (const uint4*)(kbase + (u64)(live ? tt : 0) * kvw);
         float acc[OP_ATT_GMAX];
 #pragma unroll
         for (int j = 0; j < OP_ATT_GMAX; ++j) acc[j] = 0.0f;
-        for (int d8 = 0; d8 < hd / 8; ++d8) {
+        for (int d8 = l8; live && d8 < hd / 8; d8 += 8) {
             float kf[8];
             op_unpack8(__ldg(kr + d8), kf);
 #pragma unroll
@@ -244,8 +323,13 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
             }
         }
 #pragma unroll
-        for (int j = 0; j < OP_ATT_GMAX; ++j)
-            if (j < ng) sc[j][tt] = acc[j] * scale;
+        for (int j = 0; j < OP_ATT_GMAX; ++j) {
+            float v = acc[j];
+            v += __shfl_xor_sync(0xffffffffu, v, 4);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            if (live && l8 == 0 && j < ng) sc[j][tt] = v * scale;
+        }
     }
     __syncthreads();
 
@@ -276,6 +360,7 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
         float acc[OP_ATT_GMAX];
 #pragma unroll
         for (int j = 0; j < OP_ATT_GMAX; ++j) acc[j] = 0.0f;
+#pragma unroll 8
         for (int tt = pg; tt < nt; tt += pgs) {
             const float v = h2f(vbase[(u64)tt * kvw + d]);
 #pragma unroll
@@ -309,10 +394,10 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
 
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     ops_attn_combine(const float* part_acc, const float* part_ml, float* out, u32 pos0,
-                     int n_head, int hd, int n_chunks) {
+                     int n_head, int hd, int n_chunks, int chunk) {
     const int h = blockIdx.x, tok = blockIdx.y;
     const u32 visible = pos0 + (u32)tok + 1;
-    const int nc = (int)((visible + OP_ATT_CHUNK - 1) / OP_ATT_CHUNK);
+    const int nc = (int)((visible + (u32)chunk - 1) / (u32)chunk);
     const u64 row0 = ((u64)tok * n_head + h) * n_chunks;
     const float* ml = part_ml + row0 * 2;
     float m = __int_as_float(0xff800000u);

@@ -823,67 +823,73 @@ extern "C" __global__ void __launch_bounds__(256)
     }
 }
 
-// ggml's quantize_row_q8_K_ref: one warp per 256 elements, lane l holding 32k + l.
+namespace lsq {
+// ggml's quantize_row_q8_K_ref of the 256 floats at xb into the 292-byte block o, by one warp
+// (lane l holding elements 32k + l).
+__device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] = xb[32u * k + lane];
+    // first element of largest magnitude (NaNs never win: a > amax is false for them)
+    float ba = -1.0f, bv = 0.0f;
+    u32 be = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float a = __uint_as_float(__float_as_uint(v[k]) & 0x7fffffffu);
+        if (!lsq::is_nan(a) && a > ba) {
+            ba = a;
+            bv = v[k];
+            be = 32u * k + lane;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float oa = __shfl_xor_sync(0xffffffffu, ba, o);
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const u32 oe = __shfl_xor_sync(0xffffffffu, be, o);
+        if (oa > ba || (oa == ba && oe < be)) {
+            ba = oa;
+            bv = ov;
+            be = oe;
+        }
+    }
+    LSQ_ALIGNED(o, 4);
+    if (!(ba > 0.0f)) {
+        for (u32 i = lane; i < 292u; i += 32u) o[i] = 0;
+        return;
+    }
+    const float iscale = lsq::xdiv(-127.0f, bv);
+    int q[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const float p = lsq::xmul(iscale, v[k]);
+        const u32 t = lsq::is_nan(p) ? __float_as_uint(p)
+                                     : __float_as_uint(__fadd_rn(p, 12582912.0f));
+        int n = (int)(t & 0x007fffffu) - 0x00400000;
+        n = n < 127 ? n : 127;
+        const u8 byte = (u8)(n & 0xff);
+        o[4u + 32u * k + lane] = byte;
+        q[k] = (int)(signed char)byte;
+    }
+    // bsums: group 2k is lanes 0..15 of row k, group 2k + 1 lanes 16..31
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        int s = q[k];
+#pragma unroll
+        for (int off = 8; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        if ((lane & 15u) == 0u) *(u16*)(o + 260u + 2u * (2u * k + (lane >> 4))) = (u16)(s & 0xffff);
+    }
+    if (lane == 0u) *(float*)o = lsq::xdiv(1.0f, iscale);
+}
+}  // namespace lsq
+
+// ggml's quantize_row_q8_K_ref: one warp per 256 elements.
 extern "C" __global__ void __launch_bounds__(256)
     quant_act_q8_k(const float* x, u8* out, unsigned long long nblk) {
     const u32 lane = threadIdx.x & 31u;
     for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
-         b += gridDim.x * 8ull) {
-        float v[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = x[b * 256ull + 32u * k + lane];
-        // first element of largest magnitude (NaNs never win: a > amax is false for them)
-        float ba = -1.0f, bv = 0.0f;
-        u32 be = 0;
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const float a = __uint_as_float(__float_as_uint(v[k]) & 0x7fffffffu);
-            if (!lsq::is_nan(a) && a > ba) {
-                ba = a;
-                bv = v[k];
-                be = 32u * k + lane;
-            }
-        }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            const float oa = __shfl_xor_sync(0xffffffffu, ba, o);
-            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-            const u32 oe = __shfl_xor_sync(0xffffffffu, be, o);
-            if (oa > ba || (oa == ba && oe < be)) {
-                ba = oa;
-                bv = ov;
-                be = oe;
-            }
-        }
-        u8* o = out + b * 292ull;
-        LSQ_ALIGNED(o, 4);
-        if (!(ba > 0.0f)) {
-            for (u32 i = lane; i < 292u; i += 32u) o[i] = 0;
-            continue;
-        }
-        const float iscale = lsq::xdiv(-127.0f, bv);
-        int q[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            const float p = lsq::xmul(iscale, v[k]);
-            const u32 t = lsq::is_nan(p) ? __float_as_uint(p)
-                                         : __float_as_uint(__fadd_rn(p, 12582912.0f));
-            int n = (int)(t & 0x007fffffu) - 0x00400000;
-            n = n < 127 ? n : 127;
-            const u8 byte = (u8)(n & 0xff);
-            o[4u + 32u * k + lane] = byte;
-            q[k] = (int)(signed char)byte;
-        }
-        // bsums: group 2k is lanes 0..15 of row k, group 2k + 1 lanes 16..31
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int s = q[k];
-#pragma unroll
-            for (int off = 8; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-            if ((lane & 15u) == 0u) *(u16*)(o + 260u + 2u * (2u * k + (lane >> 4))) = (u16)(s & 0xffff);
-        }
-        if (lane == 0u) *(float*)o = lsq::xdiv(1.0f, iscale);
-    }
+         b += gridDim.x * 8ull)
+        lsq::q8k_block(x + b * 256ull, out + b * 292ull, lane);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

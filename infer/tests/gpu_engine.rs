@@ -284,3 +284,42 @@ fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
         eprintln!("depth {depth}: {}", st.to_json());
     }
 }
+
+#[test]
+fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
+    match llmstream_infer::gpu::Gpu::new(0) {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    }
+    for (arch, name) in [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2")] {
+        let Some(path) = synth_model(arch, QuantMix::Q4KM, &format!("{name}-fused")) else {
+            return;
+        };
+        let prompt = [1u32, 504, 3458, 282, 4649, 314, 3158];
+        let mut fused = gpu(&path, GpuConfig::default()).unwrap();
+        assert_eq!(
+            fused.fused_layers(),
+            4,
+            "{arch}: every layer takes the fused path"
+        );
+        let want = trace(&mut fused, &prompt, 12);
+        drop(fused);
+        let cfg = GpuConfig {
+            fused: false,
+            ..GpuConfig::default()
+        };
+        let mut plain = gpu(&path, cfg).unwrap();
+        assert_eq!(plain.fused_layers(), 0);
+        let got = trace(&mut plain, &prompt, 12);
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                a == b,
+                "{arch} step {i}: fused logits differ from the unfused launches"
+            );
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -7,6 +7,7 @@
 //! The host thread blocks (sleeping) only on storage reads and, before reusing a slot for a
 //! storage read, on that slot's "free" event; it synchronises once per token to read the id.
 
+use super::fast;
 use super::plan::{plan, Plan, PlanInput, Tier};
 use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
 use crate::config::HParams;
@@ -47,6 +48,11 @@ pub struct GpuConfig {
     pub n_ctx: usize,
     /// Most tokens per forward call (prompts are split into chunks of this size).
     pub max_batch: usize,
+    /// Decode (one token) with the fused kernels where a layer's weights allow them
+    /// (`Q4_K`/`Q6_K`): normalisation with quantization, Q/K/V in one launch, RoPE with the
+    /// cache store, products added to the residual stream, gate/up with SwiGLU. Same bits as
+    /// the unfused launches; `false` (or `LLMSTREAM_FUSED=0`) runs the unfused ones.
+    pub fused: bool,
 }
 
 impl Default for GpuConfig {
@@ -58,6 +64,7 @@ impl Default for GpuConfig {
             depth: 2,
             n_ctx: 4096,
             max_batch: 256,
+            fused: std::env::var("LLMSTREAM_FUSED").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -606,6 +613,136 @@ impl GpuEngine {
         Ok(())
     }
 
+    /// Layers that decode with the fused kernels (see [`GpuConfig::fused`]).
+    pub fn fused_layers(&self) -> usize {
+        self.maps.iter().filter(|m| self.fusable(m)).count()
+    }
+
+    /// Whether layer `m` can take the fused decode path.
+    fn fusable(&self, m: &LayerMap) -> bool {
+        let hp = &self.hp;
+        let q8k = |t: &TRef| fast::supports(t.ty, t.cols);
+        self.cfg.fused
+            && [m.wq, m.wk, m.wv, m.wo, m.gate, m.up, m.down]
+                .iter()
+                .all(q8k)
+            && m.wq.cols == hp.n_embd
+            && m.wk.cols == hp.n_embd
+            && m.wv.cols == hp.n_embd
+            && m.gate.cols == hp.n_embd
+            && m.up.cols == hp.n_embd
+            && m.gate.rows == m.up.rows
+            && m.down.cols == m.gate.rows
+            && m.wo.rows == hp.n_embd
+            && m.down.rows == hp.n_embd
+            && hp.n_rot > 0
+    }
+
+    /// One decode layer with the fused kernels (see [`GpuConfig::fused`]).
+    #[allow(clippy::too_many_arguments)] // the layer's weights and the activations it uses
+    fn fused_layer(
+        &mut self,
+        li: usize,
+        w: DevSpan,
+        m: &LayerMap,
+        x: DevSpan,
+        (h, q, k, v, att, g): (DevSpan, DevSpan, DevSpan, DevSpan, DevSpan, DevSpan),
+        scale: f32,
+        factors: Option<DevSpan>,
+    ) -> Result<()> {
+        let hp = self.hp.clone();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let xq = self.acts.xq.span();
+        self.memo = None;
+        gops::rms_norm_q8k(
+            &self.gpu,
+            x,
+            w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
+            h,
+            xq,
+            1,
+            d,
+            hp.rms_eps,
+        )?;
+        let prod = |t: TRef, y: DevSpan, accumulate: bool| -> Result<fast::Product> {
+            Ok(fast::Product {
+                ty: t.ty,
+                w: w.sub(t.off, t.bytes)?,
+                rows: t.rows,
+                y: y.sub(0, f32_bytes(t.rows))?,
+                accumulate,
+            })
+        };
+        let qkv = [
+            prod(m.wq, q, false)?,
+            prod(m.wk, k, false)?,
+            prod(m.wv, v, false)?,
+        ];
+        fast::matvecs(&self.gpu, xq, d, &qkv)?;
+        for (b, y, width) in [
+            (m.bq, q, m.wq.rows),
+            (m.bk, k, m.wk.rows),
+            (m.bv, v, m.wv.rows),
+        ] {
+            if let Some(b) = b {
+                gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, 1, width)?;
+            }
+        }
+        let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
+        gops::rope_kv(
+            &self.gpu,
+            (q, k, v),
+            (kc, vc),
+            self.cfg.n_ctx,
+            1,
+            (hp.n_head, hp.n_head_kv, hd, hp.n_rot),
+            self.pos,
+            (hp.rope_freq_base, hp.rope_freq_scale),
+            factors,
+            hp.rope_mode,
+        )?;
+        gops::attention(
+            &self.gpu,
+            q,
+            kc,
+            vc,
+            att,
+            self.acts.ws.span(),
+            1,
+            self.pos,
+            hp.n_head,
+            hp.n_head_kv,
+            hd,
+            scale,
+        )?;
+        self.quantize(att, m.wo.ty, m.wo.cols, 1)?;
+        fast::matvecs(&self.gpu, xq, m.wo.cols, &[prod(m.wo, x, true)?])?;
+        self.memo = None;
+        gops::rms_norm_q8k(
+            &self.gpu,
+            x,
+            w.sub(m.ffn_norm.off, m.ffn_norm.bytes)?,
+            h,
+            xq,
+            1,
+            d,
+            hp.rms_eps,
+        )?;
+        fast::gate_up(
+            &self.gpu,
+            xq,
+            d,
+            (m.gate.ty, w.sub(m.gate.off, m.gate.bytes)?),
+            (m.up.ty, w.sub(m.up.off, m.up.bytes)?),
+            m.gate.rows,
+            g.sub(0, f32_bytes(m.gate.rows))?,
+        )?;
+        self.quantize(g, m.down.ty, m.down.cols, 1)?;
+        fast::matvecs(&self.gpu, xq, m.down.cols, &[prod(m.down, x, true)?])?;
+        self.memo = None;
+        Ok(())
+    }
+
     fn matmul(&mut self, w: DevSpan, t: TRef, x: DevSpan, n: usize, y: DevSpan) -> Result<()> {
         self.quantize(x, t.ty, t.cols, n)?;
         let bytes = gq::activation_row_bytes(t.ty, t.cols)? * n;
@@ -835,6 +972,15 @@ impl GpuEngine {
             let m = self.maps[li];
             if slot.is_none() {
                 self.stats.bytes_vram += self.model.layer_bytes(li)?;
+            }
+            if n == 1 && self.fusable(&m) {
+                self.fused_layer(li, w, &m, x, (h, q, k, v, att, g), scale, factors)?;
+                self.release(slot)?;
+                self.ahead[ring]
+                    .record(&stream)
+                    .map_err(drv("cuEventRecord"))?;
+                self.layers_enqueued += 1;
+                continue;
             }
             self.memo = None;
             gops::rms_norm(

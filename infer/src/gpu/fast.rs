@@ -1,9 +1,12 @@
-//! Launch wrapper for `kernels/fast.cu`: the single-token product for `Q4_K` (most of a
-//! `Q4_K_M` model), tuned for decode (one warp per row, 16-byte loads from global memory).
+//! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
+//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row, 16-byte (`Q4_K`) or 2-byte
+//! (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the engine
+//! uses per layer: up to three products with the same activations in one launch (Q, K, V),
+//! products added to the residual stream, and gate/up products with SwiGLU in one launch.
 //! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
-//! `LLMSTREAM_FAST_MV=0`. On an H100 (`gpu_matvec_bench`, same run): 4096 x 14336 at 51% of
-//! the device-to-device copy bandwidth against 33% for the general kernel. A `Q6_K` variant
-//! of the same design measured 45-49% against the general kernel's 56%, so `Q6_K` stays there.
+//! `LLMSTREAM_FAST_MV=0`. `.dev`-style microbenchmarks on an H100 (same run, the same bytes
+//! read by a plain read kernel as the yardstick): `Q4_K` 14336 x 4096 at 71% of the read
+//! kernel's rate, `Q6_K` 14336 x 4096 at 65% of the copy bandwidth (the general kernel 56%).
 
 use super::mem::DevSpan;
 use super::{Gpu, GpuError, Result};
@@ -12,18 +15,199 @@ use llmstream::gguf::GgmlType;
 use std::sync::OnceLock;
 
 /// Kernel names defined in `kernels/fast.cu`.
-pub(crate) const KERNELS: &[&str] = &["fast_mv_q4_k_n1"];
+pub(crate) const KERNELS: &[&str] = &["fast_mv", "fast_gate_up"];
 
+/// Warps per block (`FAST_WARPS`).
 const WARPS: u32 = 8;
 
-fn enabled() -> bool {
+/// Whether the fast kernels are on (`LLMSTREAM_FAST_MV=0` turns them off).
+pub(crate) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("LLMSTREAM_FAST_MV").map_or(true, |v| v != "0"))
 }
 
+/// Type code and super-block bytes of a weight type the fast kernels take.
+fn code(ty: GgmlType) -> Option<(u32, usize)> {
+    match ty {
+        GgmlType::Q4_K => Some((0, 144)),
+        GgmlType::Q6_K => Some((1, 210)),
+        _ => None,
+    }
+}
+
+/// Whether a `rows x cols` matrix of `ty` has a fast kernel (`Q4_K`/`Q6_K`, whole
+/// super-blocks per row), and the fast kernels are on.
+pub(crate) fn supports(ty: GgmlType, cols: usize) -> bool {
+    enabled() && code(ty).is_some() && cols % 256 == 0 && cols > 0
+}
+
+/// Warps per row: long rows are split so that enough warps are in flight (a 4096-row
+/// matrix of 14336 columns has only 4096 rows for 132 SMs).
+fn split_for(nsb: usize) -> u32 {
+    match nsb {
+        48.. => 4,
+        24..=47 => 2,
+        _ => 1,
+    }
+}
+
+/// One product of a fused launch: `y (+)= W x`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Product {
+    /// Weight type (`Q4_K` or `Q6_K`).
+    pub ty: GgmlType,
+    /// Weights, `rows` rows of `cols / 256` super-blocks.
+    pub w: DevSpan,
+    /// Rows.
+    pub rows: usize,
+    /// Output, `rows` floats.
+    pub y: DevSpan,
+    /// Add to `y` instead of storing.
+    pub accumulate: bool,
+}
+
+fn invalid(kernel: &'static str, why: String) -> GpuError {
+    GpuError::Invalid { kernel, why }
+}
+
+/// Check one product against `cols` columns; its type code.
+fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
+    let (c, block) = code(p.ty).ok_or_else(|| invalid(kernel, format!("type {:?}", p.ty)))?;
+    if cols % 256 != 0 || cols == 0 {
+        return Err(invalid(kernel, format!("{cols} columns")));
+    }
+    p.w.need(kernel, "weights", p.rows * (cols / 256) * block)?;
+    p.y.need(kernel, "output", p.rows * 4)?;
+    let align = if c == 0 { 16 } else { 2 };
+    if p.w.ptr() % align != 0 || p.y.ptr() % 4 != 0 {
+        return Err(invalid(kernel, "misaligned span".into()));
+    }
+    u32::try_from(p.rows).map_err(|_| invalid(kernel, format!("{} rows", p.rows)))?;
+    Ok(c)
+}
+
+/// Up to three products with the same Q8_K activation row `xq` (`cols / 256` blocks) in one
+/// launch.
+pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product]) -> Result<()> {
+    const K: &str = "fast_mv";
+    if products.is_empty() || products.len() > 3 {
+        return Err(invalid(K, format!("{} products", products.len())));
+    }
+    let nsb = cols / 256;
+    xq.need(K, "activations", nsb * 292)?;
+    if xq.ptr() % 4 != 0 {
+        return Err(invalid(K, "misaligned activations".into()));
+    }
+    let mut w = [0u64; 3];
+    let mut y = [0u64; 3];
+    let mut rows = [0u32; 3];
+    let mut flags = 0u32;
+    let mut total = 0u64;
+    for (i, p) in products.iter().enumerate() {
+        let c = check(K, p, cols)?;
+        w[i] = p.w.ptr();
+        y[i] = p.y.ptr();
+        rows[i] = u32::try_from(p.rows).unwrap_or(0);
+        flags |= c << (2 * i);
+        if p.accumulate {
+            flags |= 1 << (8 + i);
+        }
+        total += u64::from(rows[i]);
+    }
+    let total = u32::try_from(total).map_err(|_| invalid(K, format!("{total} rows")))?;
+    if total == 0 {
+        return Ok(());
+    }
+    let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
+    let split = split_for(nsb);
+    let cfg = LaunchConfig {
+        grid_dim: (total.div_ceil(WARPS / split), 1, 1),
+        block_dim: (WARPS * 32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let xp = xq.ptr();
+    let func = gpu.function(K)?;
+    let mut b = gpu.stream().launch_builder(func);
+    cudarc::driver::PushKernelArg::arg(&mut b, &xp);
+    cudarc::driver::PushKernelArg::arg(&mut b, &nsb32);
+    for i in 0..3 {
+        cudarc::driver::PushKernelArg::arg(&mut b, &w[i]);
+        cudarc::driver::PushKernelArg::arg(&mut b, &y[i]);
+        cudarc::driver::PushKernelArg::arg(&mut b, &rows[i]);
+    }
+    cudarc::driver::PushKernelArg::arg(&mut b, &flags);
+    cudarc::driver::PushKernelArg::arg(&mut b, &split);
+    // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three
+    // (weights, output, u32 rows) triples, u32 flags, u32 split); each used segment's weights hold
+    // `rows` rows of `nsb` blocks of its type and its output `rows` floats, and x holds `nsb`
+    // Q8_K blocks (all checked above); unused segments have 0 rows and are never touched; one
+    // warp per row of the concatenated segments, the rest return. The spans outlive the
+    // launch (their owners' contract).
+    unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
+    Ok(())
+}
+
+/// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`,
+/// in one launch.
+#[allow(clippy::too_many_arguments)] // two matrices with their types, the activations, out
+pub(crate) fn gate_up(
+    gpu: &Gpu,
+    xq: DevSpan,
+    cols: usize,
+    gate: (GgmlType, DevSpan),
+    up: (GgmlType, DevSpan),
+    rows: usize,
+    out: DevSpan,
+) -> Result<()> {
+    const K: &str = "fast_gate_up";
+    let pg = Product {
+        ty: gate.0,
+        w: gate.1,
+        rows,
+        y: out,
+        accumulate: false,
+    };
+    let pu = Product {
+        ty: up.0,
+        w: up.1,
+        ..pg
+    };
+    let flags = check(K, &pg, cols)? | (check(K, &pu, cols)? << 2);
+    let nsb = cols / 256;
+    xq.need(K, "activations", nsb * 292)?;
+    if xq.ptr() % 4 != 0 {
+        return Err(invalid(K, "misaligned activations".into()));
+    }
+    let rows32 = u32::try_from(rows).map_err(|_| invalid(K, format!("{rows} rows")))?;
+    let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
+    if rows32 == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (rows32.div_ceil(WARPS / 2), 1, 1),
+        block_dim: (WARPS * 32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (xp, gp, up_, op) = (xq.ptr(), gate.1.ptr(), up.1.ptr(), out.ptr());
+    let func = gpu.function(K)?;
+    let mut b = gpu.stream().launch_builder(func);
+    cudarc::driver::PushKernelArg::arg(&mut b, &xp);
+    cudarc::driver::PushKernelArg::arg(&mut b, &nsb32);
+    cudarc::driver::PushKernelArg::arg(&mut b, &gp);
+    cudarc::driver::PushKernelArg::arg(&mut b, &up_);
+    cudarc::driver::PushKernelArg::arg(&mut b, &rows32);
+    cudarc::driver::PushKernelArg::arg(&mut b, &flags);
+    cudarc::driver::PushKernelArg::arg(&mut b, &op);
+    // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, gate, up, u32
+    // rows, u32 flags, out); both matrices hold `rows` rows of `nsb` blocks of their types,
+    // out holds `rows` floats and x `nsb` Q8_K blocks (checked above); block i takes rows
+    // 4i..4i+4 below `rows`. The spans outlive the launch (their owners' contract).
+    unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
+    Ok(())
+}
+
 /// `y = W x` for one Q8_K activation row when `wty` has a fast kernel; `Ok(false)` when not
-/// (the caller takes the general path). Spans were checked by the caller; checked again here.
-#[allow(clippy::too_many_arguments)]
+/// (the caller takes the general path).
 pub(crate) fn try_matvec_n1(
     gpu: &Gpu,
     wty: GgmlType,
@@ -33,41 +217,16 @@ pub(crate) fn try_matvec_n1(
     xq: DevSpan,
     y: DevSpan,
 ) -> Result<bool> {
-    let (name, block_bytes, align) = match wty {
-        GgmlType::Q4_K => ("fast_mv_q4_k_n1", 144usize, 16u64),
-        _ => return Ok(false),
-    };
-    if !enabled() || cols % 256 != 0 {
+    if !supports(wty, cols) {
         return Ok(false);
     }
-    let invalid = |why: String| GpuError::Invalid { kernel: name, why };
-    let nsb = cols / 256;
-    w.need(name, "weights", rows * nsb * block_bytes)?;
-    xq.need(name, "activations", nsb * 292)?;
-    y.need(name, "output", rows * 4)?;
-    if w.ptr() % align != 0 || xq.ptr() % 4 != 0 || y.ptr() % 4 != 0 {
-        return Err(invalid("misaligned span".into()));
-    }
-    let rows32 = u32::try_from(rows).map_err(|_| invalid(format!("{rows} rows")))?;
-    let nsb32 = u32::try_from(nsb).map_err(|_| invalid(format!("{nsb} blocks")))?;
-    let grid = rows32.div_ceil(WARPS);
-    let cfg = LaunchConfig {
-        grid_dim: (grid, 1, 1),
-        block_dim: (WARPS * 32, 1, 1),
-        shared_mem_bytes: 0,
+    let p = Product {
+        ty: wty,
+        w,
+        rows,
+        y,
+        accumulate: false,
     };
-    let (wp, xp, yp) = (w.ptr(), xq.ptr(), y.ptr());
-    let func = gpu.function(name)?;
-    let mut b = gpu.stream().launch_builder(func);
-    cudarc::driver::PushKernelArg::arg(&mut b, &wp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &xp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &yp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &rows32);
-    cudarc::driver::PushKernelArg::arg(&mut b, &nsb32);
-    // SAFETY: the arguments are the kernel's parameters in order (three device addresses, two
-    // u32 counts); the spans cover `rows` rows of `nsb` blocks, `nsb` activation blocks and
-    // `rows` outputs (checked above), which is all the kernel touches (one warp per row below
-    // `rows`); the spans outlive the launch (their owners' contract).
-    unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
+    matvecs(gpu, xq, cols, &[p])?;
     Ok(true)
 }

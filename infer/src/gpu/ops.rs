@@ -19,7 +19,7 @@ mod sample_model;
 pub use attention::{
     attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
 };
-pub use elementwise::{add, add_bias, kv_store, rms_norm, rope, swiglu};
+pub use elementwise::{add, add_bias, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu};
 pub use sampling::{
     argmax, repeat_penalty, sample, sample_workspace_bytes, GpuSampleParams, SampleTrace,
     SAMPLE_MAX_VOCAB,
@@ -28,6 +28,8 @@ pub use sampling::{
 /// Kernel names defined in `kernels/ops.cu`.
 pub(crate) const KERNELS: &[&str] = &[
     "ops_rms_norm",
+    "ops_rms_norm_q8k",
+    "ops_rope_kv",
     "ops_rope",
     "ops_kv_store",
     "ops_swiglu",

@@ -6,8 +6,22 @@
 use super::launch::{invalid, launch, product, to_i32, to_u32, Arg};
 use crate::gpu::{DevSpan, Gpu, Result};
 
-/// Positions per chunk (`OP_ATT_CHUNK` in `kernels/ops.cu`).
+/// Most positions per chunk (`OP_ATT_CHUNK` in `kernels/ops.cu`): the chunk of a
+/// several-token call.
 pub const ATTENTION_CHUNK: usize = 256;
+/// Chunks a one-token call aims at: its chunk is the smallest multiple of 16 that splits
+/// the positions into at most this many (within 16..=256), so a short context still spreads
+/// over many blocks.
+const DECODE_CHUNKS: usize = 128;
+
+/// Positions per chunk for `n_tok` queries whose last one sees `n_kv` positions.
+fn chunk_len(n_tok: usize, n_kv: usize) -> usize {
+    if n_tok == 1 {
+        (n_kv.div_ceil(DECODE_CHUNKS).div_ceil(16) * 16).clamp(16, ATTENTION_CHUNK)
+    } else {
+        ATTENTION_CHUNK
+    }
+}
 /// Largest head width the kernels take (`OP_ATT_HDMAX`); it must also be a multiple of 8.
 pub const ATTENTION_MAX_HEAD_DIM: usize = 256;
 /// Query heads per block (`OP_ATT_GMAX`).
@@ -24,8 +38,15 @@ pub fn attention_workspace_bytes(
     n_head: usize,
     head_dim: usize,
 ) -> usize {
-    let chunks = n_kv.div_ceil(ATTENTION_CHUNK);
-    [n_tok, n_head, chunks, head_dim + 2, 4]
+    // several tokens: chunks of 256; one token at any n <= n_kv: at most DECODE_CHUNKS chunks
+    // while n <= 128 · 256, ceil(n / 256) beyond, never more than ceil(n / 16)
+    let decode = n_kv
+        .div_ceil(16)
+        .min(DECODE_CHUNKS.max(n_kv.div_ceil(ATTENTION_CHUNK)));
+    let rows = n_tok
+        .checked_mul(n_kv.div_ceil(ATTENTION_CHUNK))
+        .map(|r| r.max(decode));
+    [rows.unwrap_or(usize::MAX), n_head, head_dim + 2, 4]
         .iter()
         .try_fold(1usize, |a, &f| a.checked_mul(f))
         .unwrap_or(usize::MAX)
@@ -88,7 +109,8 @@ pub fn attention(
     if k_cache.ptr() % 16 != 0 || v_cache.ptr() % 16 != 0 {
         return Err(invalid(K, "caches must be 16-byte aligned"));
     }
-    let chunks = n_kv.div_ceil(ATTENTION_CHUNK);
+    let chunk = chunk_len(n_tok, n_kv);
+    let chunks = n_kv.div_ceil(chunk);
     let acc_bytes = product(K, "workspace", &[n_tok, n_head, chunks, head_dim, 4])?;
     let ml_bytes = product(K, "workspace", &[n_tok, n_head, chunks, 2, 4])?;
     workspace.need(
@@ -120,6 +142,7 @@ pub fn attention(
         Arg::F32(scale),
         Arg::I32(to_i32(K, "chunks", chunks)?),
         Arg::I32(to_i32(K, "head blocks", head_blocks)?),
+        Arg::I32(to_i32(K, "chunk", chunk)?),
     ];
     let grid = (
         to_u32(K, "chunks", chunks)?,
@@ -127,7 +150,7 @@ pub fn attention(
         to_u32(K, "n_tok", n_tok)?,
     );
     // SAFETY: (q, kc, vc, part_acc, part_ml, u32 pos0, int n_head, int n_head_kv, int hd, float
-    // scale, int n_chunks, int head_blocks) as declared. Block (c, y, t) reads q row t (n_head·hd
+    // scale, int n_chunks, int head_blocks, int chunk) as declared. Block (c, y, t) reads q row t (n_head·hd
     // floats, checked), cache rows < pos0 + t + 1 ≤ n_kv (n_kv rows checked, 16-byte aligned for
     // its uint4 loads; hd is a multiple of 8), and writes (t, head, c) entries of part_acc and
     // part_ml, [n_tok][n_head][chunks][hd] and [..][2] floats, the two sub-spans checked above;
@@ -144,14 +167,16 @@ pub fn attention(
         Arg::I32(to_i32(KC, "n_head", n_head)?),
         Arg::I32(to_i32(KC, "head_dim", head_dim)?),
         Arg::I32(to_i32(KC, "chunks", chunks)?),
+        Arg::I32(to_i32(KC, "chunk", chunk)?),
     ];
     let grid = (
         to_u32(KC, "n_head", n_head)?,
         to_u32(KC, "n_tok", n_tok)?,
         1,
     );
-    // SAFETY: (part_acc, part_ml, out, u32 pos0, int n_head, int hd, int n_chunks) as declared.
-    // Block (h, t) reads the chunks c < ceil((pos0 + t + 1) / 256) ≤ chunks of (t, h), all
+    // SAFETY: (part_acc, part_ml, out, u32 pos0, int n_head, int hd, int n_chunks, int chunk) as
+    // declared.
+    // Block (h, t) reads the chunks c < ceil((pos0 + t + 1) / chunk) ≤ chunks of (t, h), all
     // written by the partial launch before it on the same stream, and writes out row t, head h
     // (checked: n_tok·n_head·hd floats).
     unsafe { launch(gpu, KC, grid, THREADS, &args) }
@@ -182,7 +207,13 @@ mod tests {
     #[test]
     fn workspace_grows_with_every_dimension() {
         assert_eq!(attention_workspace_bytes(1, 1, 1, 64), 66 * 4);
-        assert_eq!(attention_workspace_bytes(1, 257, 2, 64), 2 * 2 * 66 * 4);
+        assert_eq!(attention_workspace_bytes(1, 257, 2, 64), 17 * 2 * 66 * 4);
+        assert_eq!(
+            attention_workspace_bytes(1, 4096, 32, 128),
+            128 * 32 * 130 * 4
+        );
+        assert_eq!(attention_workspace_bytes(1, 65536, 1, 64), 256 * 66 * 4);
+        assert_eq!(attention_workspace_bytes(4, 4096, 1, 64), 128 * 66 * 4);
         assert_eq!(
             attention_workspace_bytes(7, 40_000, 32, 128),
             7 * 32 * 157 * 130 * 4

@@ -44,7 +44,59 @@ pub fn rms_norm(
     // SAFETY: (x, w, out, int n, float eps) as the kernel declares; block r reads x and writes
     // out at [r·n, (r+1)·n) for r < rows, both checked to hold rows·n floats, and reads n
     // floats of w, checked.
-    unsafe { launch(gpu, K, (grid, 1, 1), 1024, &args) }
+    unsafe { launch(gpu, K, (grid, 1, 1), 256, &args) }
+}
+
+/// [`rms_norm`] fused with the `Q8_K` quantization of its result ([`crate::gpu::quant::quantize`]
+/// for a `Q4_K`/`Q6_K` weight): `out` gets exactly what [`rms_norm`] writes and `xq` exactly
+/// what quantizing it writes (`n / 256` blocks of 292 bytes per row); `n` a multiple of 256.
+#[allow(clippy::too_many_arguments)] // rms_norm's arguments and the quantized output
+pub fn rms_norm_q8k(
+    gpu: &Gpu,
+    x: DevSpan,
+    w: DevSpan,
+    out: DevSpan,
+    xq: DevSpan,
+    rows: usize,
+    n: usize,
+    eps: f32,
+) -> Result<()> {
+    const K: &str = "ops_rms_norm_q8k";
+    if n == 0 || n % 256 != 0 {
+        return Err(invalid(
+            K,
+            format!("rows of width {n} (a multiple of 256 is needed)"),
+        ));
+    }
+    let bytes = product(K, "x", &[rows, n, F32])?;
+    x.need(K, "x", bytes)?;
+    out.need(K, "out", bytes)?;
+    w.need(K, "w", n * F32)?;
+    xq.need(K, "xq", product(K, "xq", &[rows, n / 256, 292])?)?;
+    if xq.ptr() % 4 != 0 || x.ptr() == out.ptr() {
+        return Err(invalid(K, "xq must be 4-byte aligned and out apart from x"));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let grid_y = u32::try_from(rows)
+        .ok()
+        .filter(|&g| g <= 65535)
+        .ok_or_else(|| invalid(K, format!("{rows} rows exceed the grid")))?;
+    let args = [
+        Arg::Ptr(x.ptr()),
+        Arg::Ptr(w.ptr()),
+        Arg::Ptr(out.ptr()),
+        Arg::Ptr(xq.ptr()),
+        Arg::I32(to_i32(K, "n", n)?),
+        Arg::F32(eps),
+    ];
+    let grid_x = to_u32(K, "blocks", n / 256)?;
+    // SAFETY: (x, w, out, xq, int n, float eps) as the kernel declares; block (b, r) reads row
+    // r of x (n floats), writes out at r·n + 256b .. + 256 and xq block b of row r (292 bytes
+    // at (r·(n/256) + b)·292) for b < n/256, r < rows: x, out hold rows·n floats, xq
+    // rows·(n/256) blocks, w n floats (all checked).
+    unsafe { launch(gpu, K, (grid_x, grid_y, 1), 256, &args) }
 }
 
 /// Rotate in place the first `n_rot` dims of each `head_dim`-wide head of `x`
@@ -158,6 +210,85 @@ pub fn kv_store(
     // n_tok·width floats), writes the caches at [pos0·width, end·width) ⊆ [0, n_ctx·width)
     // halves (checked).
     unsafe { launch(gpu, K, (stride_blocks(total, 256), 1, 1), 256, &args) }
+}
+
+/// [`rope`] of the query heads (`q`, `[n_tok][n_head · head_dim]`) and key heads (`k`,
+/// `[n_tok][n_head_kv · head_dim]`) fused with [`kv_store`] of the rotated `k` and of `v` at
+/// rows `pos0..pos0 + n_tok` of the `f16` caches (`[n_ctx][n_head_kv · head_dim]`): the same
+/// arithmetic, so the same bits as the three separate launches.
+#[allow(clippy::too_many_arguments)] // the RoPE hyper-parameters and the cache
+pub fn rope_kv(
+    gpu: &Gpu,
+    (q, k, v): (DevSpan, DevSpan, DevSpan),
+    (k_cache, v_cache): (DevSpan, DevSpan),
+    n_ctx: usize,
+    n_tok: usize,
+    (n_head, n_head_kv, head_dim, n_rot): (usize, usize, usize, usize),
+    pos0: usize,
+    (base, freq_scale): (f32, f32),
+    factors: Option<DevSpan>,
+    mode: RopeMode,
+) -> Result<()> {
+    const K: &str = "ops_rope_kv";
+    if n_rot % 2 != 0 || n_rot > head_dim || n_rot > 256 || n_rot == 0 {
+        return Err(invalid(
+            K,
+            format!("n_rot {n_rot} must be even, > 0, ≤ head_dim {head_dim} and ≤ 256"),
+        ));
+    }
+    let end = pos0
+        .checked_add(n_tok)
+        .filter(|&e| u32::try_from(e).is_ok())
+        .ok_or_else(|| invalid(K, "position overflow"))?;
+    if end > n_ctx {
+        return Err(invalid(
+            K,
+            format!("positions {pos0}..{end} past the cache's {n_ctx}"),
+        ));
+    }
+    let kvw = product(K, "kv width", &[n_head_kv, head_dim])?;
+    q.need(K, "q", product(K, "q", &[n_tok, n_head, head_dim, F32])?)?;
+    k.need(K, "k", product(K, "k", &[n_tok, kvw, F32])?)?;
+    v.need(K, "v", product(K, "v", &[n_tok, kvw, F32])?)?;
+    let cache = product(K, "cache", &[n_ctx, kvw, F16])?;
+    k_cache.need(K, "k cache", cache)?;
+    v_cache.need(K, "v cache", cache)?;
+    if let Some(f) = factors {
+        f.need(K, "rope factors", n_rot / 2 * F32)?;
+    }
+    to_i32(K, "q width", product(K, "q width", &[n_head, head_dim])?)?;
+    if n_tok == 0 {
+        return Ok(());
+    }
+    #[allow(clippy::cast_precision_loss)] // exactly as ops::rope_cache computes it
+    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let args = [
+        Arg::Ptr(q.ptr()),
+        Arg::Ptr(k.ptr()),
+        Arg::Ptr(v.ptr()),
+        Arg::Ptr(k_cache.ptr()),
+        Arg::Ptr(v_cache.ptr()),
+        Arg::I32(to_i32(K, "n_head", n_head)?),
+        Arg::I32(to_i32(K, "n_head_kv", n_head_kv)?),
+        Arg::I32(to_i32(K, "head_dim", head_dim)?),
+        Arg::I32(to_i32(K, "n_rot", n_rot)?),
+        Arg::U32(to_u32(K, "pos0", pos0)?),
+        Arg::F32(theta_scale),
+        Arg::F32(freq_scale),
+        Arg::Ptr(factors.map_or(0, |f| f.ptr())),
+        Arg::I32(i32::from(mode == RopeMode::Neox)),
+    ];
+    let heads = to_u32(K, "heads", n_head + n_head_kv)?;
+    let toks = to_u32(K, "n_tok", n_tok)?;
+    if toks > 65535 {
+        return Err(invalid(K, format!("{n_tok} tokens exceed the grid")));
+    }
+    // SAFETY: (q, k, v, kc, vc, int n_head, int n_head_kv, int head_dim, int n_rot, u32 pos0,
+    // float theta_scale, float freq_scale, const float* factors, int neox) as declared; block
+    // (h, t) touches head h of token t of q (h < n_head) or of k and v (h - n_head <
+    // n_head_kv), all checked to hold n_tok rows, cache row pos0 + t < n_ctx (checked), and
+    // factors[< n_rot/2] when non-null (checked); n_rot/2 ≤ 128 fits the cos/sin arrays.
+    unsafe { launch(gpu, K, (heads, toks, 1), 128, &args) }
 }
 
 /// Check an element-wise launch: `n` floats at `a`, `b_len` at `b`.
