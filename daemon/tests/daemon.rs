@@ -369,23 +369,53 @@ fn bad_connection(d: &Daemon, i: u32, rng: &mut u64) -> Option<ErrorCode> {
 
 #[test]
 fn malformed_connections_leave_others_working() {
-    let d = Daemon::start("");
+    let d = Daemon::start("ram_tier_budget = \"64M\"\n");
     let dir = tempfile::tempdir().unwrap();
     let (_, file) = model_file(dir.path(), 2);
     let mut good = d.client();
     let m = good.open_model(&file, "good").unwrap();
+    // Another client process streams a model through the daemon's tier all along.
+    let big = big_model(dir.path());
+    let want = expected_hash(&big);
+    let mut streamer = ChildClient::spawn(
+        &std::env::current_exe().unwrap(),
+        "stream",
+        &[
+            ("CHILD_MODEL", big.as_os_str()),
+            ("CHILD_PASSES", "0".as_ref()),
+            ("LLMSTREAM_SOCKET", d.socket.as_os_str()),
+        ],
+    );
+    assert!(streamer.pass().via_daemon);
+    let streamer_pid = nix::unistd::Pid::from_raw(i32::try_from(streamer.pid()).unwrap());
+    let passes = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        while let Some(l) = streamer.try_line() {
+            v.push(l);
+        }
+        v
+    });
     let mut rng = 0x1234_5678_u64;
     let mut typed = 0u64;
     for i in 0..1000 {
         typed += u64::from(bad_connection(&d, i, &mut rng).is_some());
         if i % 10 == 0 {
             let s = good.status().unwrap();
-            assert_eq!(s.models, 1);
+            assert_eq!(s.models, 2);
         }
     }
     let s = good.status().unwrap();
-    assert_eq!(s.models, 1);
+    assert_eq!(s.models, 2);
     assert!(s.errors >= typed, "{s:?}, {typed} typed errors sent");
+    // The streaming client saw the right bytes on every pass, from the tier, throughout.
+    nix::sys::signal::kill(streamer_pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let lines = passes.join().unwrap();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(l.contains(&want) && l.ends_with("via_daemon true"), "{l}");
+    }
+    println!("{} streaming passes during the flood", lines.len());
+    wait_status(&mut good, "streamer gone", |s| s.models == 1);
     // The good client's model is still there.
     good.close(m.model).unwrap();
     let again = good.open_model(&file, "again").unwrap();
@@ -716,13 +746,22 @@ impl ChildClient {
 
     /// The next line the child printed after `CHILD ` (the harness prints other lines).
     fn line(&mut self) -> String {
+        match self.try_line() {
+            Some(l) => l,
+            None => panic!("child ended: {:?}", self.child.wait()),
+        }
+    }
+
+    /// [`ChildClient::line`], `None` at the end of the child's output.
+    fn try_line(&mut self) -> Option<String> {
         loop {
             let mut l = String::new();
-            let n = std::io::BufRead::read_line(&mut self.out, &mut l).unwrap();
-            assert!(n > 0, "child ended: {:?}", self.child.wait());
+            if std::io::BufRead::read_line(&mut self.out, &mut l).unwrap() == 0 {
+                return None;
+            }
             // The harness may print "test child_client ... " before it, on the same line.
             if let Some(at) = l.find("CHILD ") {
-                return l.trim_end()[at + "CHILD ".len()..].to_owned();
+                return Some(l.trim_end()[at + "CHILD ".len()..].to_owned());
             }
         }
     }
