@@ -389,9 +389,7 @@ impl<'a> Connection<'a> {
                 Err(e) => error_response(&e),
             },
             Request::OpenModel { label } => self.open_model(label, fds),
-            Request::Status {} => {
-                Response::Status(self.shared.counters.report(&self.shared.tiers))
-            }
+            Request::Status {} => Response::Status(self.shared.counters.report(&self.shared.tiers)),
             Request::Close { model } => match self.models.remove(&model) {
                 Some(_) => {
                     self.shared.counters.models.fetch_sub(1, Ordering::Relaxed);

@@ -913,10 +913,23 @@ fn two_client_processes_share_one_tier_copy() {
     for pid in [a.pid(), b.pid()] {
         let pss = smaps(pid, "Pss_Shmem");
         let shared = smaps(pid, "Shared_Clean") + smaps(pid, "Shared_Dirty");
-        println!("client {pid}: Pss_Shmem {pss} Shared {shared} tier {}", pa.tier);
-        assert!(shared >= pa.tier, "pid {pid}: shared {shared} < tier {}", pa.tier);
-        assert!(pss * 4 < pa.tier * 3, "pid {pid}: Pss_Shmem {pss} not shared");
-        assert!(pss * 4 > pa.tier, "pid {pid}: Pss_Shmem {pss}: tier not mapped");
+        println!(
+            "client {pid}: Pss_Shmem {pss} Shared {shared} tier {}",
+            pa.tier
+        );
+        assert!(
+            shared >= pa.tier,
+            "pid {pid}: shared {shared} < tier {}",
+            pa.tier
+        );
+        assert!(
+            pss * 4 < pa.tier * 3,
+            "pid {pid}: Pss_Shmem {pss} not shared"
+        );
+        assert!(
+            pss * 4 > pa.tier,
+            "pid {pid}: Pss_Shmem {pss}: tier not mapped"
+        );
     }
     a.finish();
     b.finish();
@@ -977,7 +990,11 @@ fn a_client_killed_mid_stream_frees_its_tier() {
     assert!(s.tiers.is_empty());
     assert_eq!(tier_memfds(dpid), 0);
     // Healthy: a new client gets a freshly filled tier and the right bytes.
-    let mut n = ChildClient::spawn(&exe, "stream", &[e[0], ("CHILD_PASSES", "1".as_ref()), e[2]]);
+    let mut n = ChildClient::spawn(
+        &exe,
+        "stream",
+        &[e[0], ("CHILD_PASSES", "1".as_ref()), e[2]],
+    );
     let p = n.pass();
     assert_eq!(p.hash, want);
     assert!(p.via_daemon && p.tier > 0 && p.from_tier > 0);
@@ -1028,7 +1045,10 @@ fn a_peer_outside_the_owner_group_is_refused() {
         l
     };
     // With the socket's own permissions, an outsider does not even reach the daemon.
-    assert!(hello(65534, 54321).starts_with("hello error"), "fs permissions");
+    assert!(
+        hello(65534, 54321).starts_with("hello error"),
+        "fs permissions"
+    );
     std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut c = d.client();
     let errors0 = c.status().unwrap().errors;
@@ -1052,7 +1072,10 @@ fn c_example_same_checksum_through_the_daemon() {
         .map(|p| p.join("libllmstream.so"))
         .filter(|p| p.exists())
     else {
-        println!("skipped: libllmstream.so not built beside {}", exe.display());
+        println!(
+            "skipped: libllmstream.so not built beside {}",
+            exe.display()
+        );
         return;
     };
     if Command::new("gcc").arg("--version").output().is_err() {

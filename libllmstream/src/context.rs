@@ -168,7 +168,8 @@ impl Context {
             path: path.to_owned(),
             source,
         })?;
-        let link = crate::daemon::attach(&socket, &file, path, &self.inner.backend, &self.inner.stats);
+        let link =
+            crate::daemon::attach(&socket, &file, path, &self.inner.backend, &self.inner.stats);
         let mut s = Source::from_file(file, path, self.inner.config.reader.direct)?;
         match link {
             Ok(l) => s.set_daemon(l),

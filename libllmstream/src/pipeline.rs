@@ -256,9 +256,9 @@ impl Worker {
                 let r = usize::try_from(len)
                     .map_err(|_| Error::InvalidArgument("read too large".into()))
                     .and_then(|n| {
-                        let sp = src.tier_bytes_at(offset, len).ok_or_else(|| {
-                            Error::InvalidArgument("tier range vanished".into())
-                        })?;
+                        let sp = src
+                            .tier_bytes_at(offset, len)
+                            .ok_or_else(|| Error::InvalidArgument("tier range vanished".into()))?;
                         self.copy_from(sp, &dst, at, n)
                     });
                 match r {

@@ -64,9 +64,7 @@ pub fn socket_path() -> Option<PathBuf> {
 
 /// The daemon socket to use now: [`socket_path`] when a socket exists there.
 pub fn live_socket() -> Option<PathBuf> {
-    socket_path().filter(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
-    })
+    socket_path().filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket()))
 }
 
 /// A model served by the daemon: its mapped shared tier (if the daemon gave it one) and the
@@ -100,7 +98,10 @@ pub(crate) fn attach(
     let opened = client.open_model(file, &label)?;
     let file_len = file
         .metadata()
-        .map_err(|source| DaemonError::Os { op: "fstat", source })?
+        .map_err(|source| DaemonError::Os {
+            op: "fstat",
+            source,
+        })?
         .len();
     if opened.file_size != file_len {
         return Err(DaemonError::Tier(format!(

@@ -85,12 +85,11 @@ impl SharedTier {
         if size < grant.len {
             return Err(bad(format!("memfd of {size} bytes, {len} granted")));
         }
-        let seals = fcntl(file.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
-            DaemonError::Os {
+        let seals =
+            fcntl(file.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(|e| DaemonError::Os {
                 op: "F_GET_SEALS",
                 source: e.into(),
-            }
-        })?;
+            })?;
         if !SealFlag::from_bits_truncate(seals).contains(required_seals()) {
             return Err(bad(format!("memfd not sealed (seals {seals:#x})")));
         }
