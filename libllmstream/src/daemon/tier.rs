@@ -184,3 +184,91 @@ impl Drop for SharedTier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    use std::io::Write;
+
+    /// A memfd holding `bytes`, sealed with `seals`.
+    fn memfd(bytes: &[u8], seals: SealFlag) -> OwnedFd {
+        let fd = memfd_create(c"tier-test", MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
+        let mut f = std::fs::File::from(fd);
+        f.write_all(bytes).unwrap();
+        fcntl(f.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).unwrap();
+        OwnedFd::from(f)
+    }
+
+    fn host() -> Arc<Backend> {
+        Arc::new(Backend::new(BackendChoice::Host, 0).unwrap())
+    }
+
+    #[test]
+    fn a_sealed_tier_maps_and_serves_covered_ranges_only() {
+        let bytes: Vec<u8> = (0..10_000u32)
+            .map(|i| u8::try_from(i % 253).unwrap())
+            .collect();
+        let stats = StatsInner::default();
+        let grant = TierGrant {
+            file_offset: 1000,
+            len: 10_000,
+        };
+        let t = SharedTier::map(
+            memfd(&bytes, required_seals()),
+            grant,
+            11_000,
+            &host(),
+            &stats,
+        )
+        .unwrap();
+        assert_eq!(t.len(), 10_000);
+        let p = t.bytes_at(1500, 100).unwrap();
+        // SAFETY: bytes_at promised 100 readable bytes while `t` lives.
+        let got = unsafe { std::slice::from_raw_parts(p, 100) };
+        assert_eq!(got, &bytes[500..600]);
+        assert!(t.bytes_at(1000, 10_000).is_some());
+        assert!(t.bytes_at(999, 10).is_none());
+        assert!(t.bytes_at(10_990, 11).is_none());
+        assert!(t.bytes_at(u64::MAX, 2).is_none());
+    }
+
+    #[test]
+    fn unsealed_short_or_misplaced_tiers_are_refused() {
+        let bytes = vec![7u8; 4096];
+        let stats = StatsInner::default();
+        let grant = TierGrant {
+            file_offset: 0,
+            len: 4096,
+        };
+        let b = host();
+        // Writable: the daemon could change it under us.
+        let e = SharedTier::map(
+            memfd(&bytes, SealFlag::F_SEAL_SHRINK),
+            grant,
+            4096,
+            &b,
+            &stats,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not sealed"), "{e}");
+        // Outside the file.
+        let e =
+            SharedTier::map(memfd(&bytes, required_seals()), grant, 4095, &b, &stats).unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        // Longer than the memfd.
+        let long = TierGrant {
+            file_offset: 0,
+            len: 8192,
+        };
+        let e =
+            SharedTier::map(memfd(&bytes, required_seals()), long, 8192, &b, &stats).unwrap_err();
+        assert!(e.to_string().contains("memfd of 4096 bytes"), "{e}");
+        let empty = TierGrant {
+            file_offset: 0,
+            len: 0,
+        };
+        assert!(SharedTier::map(memfd(&bytes, required_seals()), empty, 10, &b, &stats).is_err());
+    }
+}
