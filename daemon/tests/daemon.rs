@@ -1078,9 +1078,11 @@ fn c_example_same_checksum_through_the_daemon() {
         );
         return;
     };
-    if Command::new("gcc").arg("--version").output().is_err() {
-        println!("skipped: gcc not installed");
-        return;
+    for cc in ["gcc", "g++", "readelf"] {
+        if Command::new(cc).arg("--version").output().is_err() {
+            println!("skipped: {cc} (needed by examples/c/build.sh) is not installed");
+            return;
+        }
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
