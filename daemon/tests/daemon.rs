@@ -1135,3 +1135,45 @@ fn c_example_same_checksum_through_the_daemon() {
     assert!(s.bytes_served > s0.bytes_served);
     assert!(!err.contains("llmstreamd"), "{err}");
 }
+
+#[test]
+fn a_budget_smaller_than_the_model_holds_a_prefix_and_the_rest_streams_from_storage() {
+    // Layers of 4 MiB + 64 B: a 9 MiB budget holds the globals and two layers.
+    let d = Daemon::start("ram_tier_budget = \"9M\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let model = big_model(dir.path());
+    let want = expected_hash(&model);
+    let exe = std::env::current_exe().unwrap();
+    let stream = |m: &Path| {
+        let mut c = ChildClient::spawn(
+            &exe,
+            "stream",
+            &[
+                ("CHILD_MODEL", m.as_os_str()),
+                ("CHILD_PASSES", "1".as_ref()),
+                ("LLMSTREAM_SOCKET", d.socket.as_os_str()),
+            ],
+        );
+        let p = c.pass();
+        assert_eq!(c.line(), "done");
+        (c, p)
+    };
+    let (a, p) = stream(&model);
+    assert_eq!(p.hash, want);
+    assert!(p.via_daemon);
+    let layer = (1u64 << 20) * 4 + 16 * 4;
+    assert!(p.tier > 2 * layer && p.tier < 3 * layer, "{p:?}");
+    // Exactly the two layers inside the tier came from it; the other two from the file.
+    assert_eq!(p.from_tier, 2 * layer, "{p:?}");
+    // A second model finds the budget spent: served by the daemon without a tier, same bytes.
+    let other = dir.path().join("other.gguf");
+    std::fs::write(&other, synthetic_gguf_sized(4, (1 << 20) + 8)).unwrap();
+    let (b, q) = stream(&other);
+    assert_eq!(q.hash, expected_hash(&other));
+    assert_eq!((q.via_daemon, q.tier, q.from_tier), (true, 0, 0));
+    let s = d.client().status().unwrap();
+    assert_eq!((s.models, s.tiers.len()), (2, 1), "{s:?}");
+    assert!(s.tier_bytes <= 9 << 20);
+    a.finish();
+    b.finish();
+}
