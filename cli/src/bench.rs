@@ -50,6 +50,16 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Compare streaming a GGUF model through llmstreamd (LLMSTREAM_SOCKET) with in-process,
+    /// for each count of concurrent clients in --clients.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Concurrent clients for --daemon (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub clients: Vec<usize>,
+    /// Times each client streams every layer, for --daemon.
+    #[arg(long, default_value_t = 3)]
+    pub passes: u32,
 }
 
 struct Ctxs {
@@ -94,6 +104,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         device: 0,
         reader: reader.with_env()?,
     };
+    if a.daemon {
+        return crate::bench_daemon::run(&cfg, &a.file, &a.clients, a.passes, a.json);
+    }
     let ctx = Context::new(cfg.clone()).context("starting the streaming context")?;
     let src = ctx
         .open(&a.file)

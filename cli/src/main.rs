@@ -1,10 +1,12 @@
 //! `llmstream`: inspect models, measure the data path, run models.
 
 mod bench;
+mod bench_daemon;
 mod common;
 mod doctor;
 mod inspect;
 mod run;
+mod status;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Write a synthetic GGUF model: real shapes and tokenizer, random weights.
     Synth(synth::SynthArgs),
+    /// Print the state of the llmstreamd daemon: clients, models, shared tier, bytes, errors.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => run::tokenize(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Status(a) => status::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

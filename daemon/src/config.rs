@@ -81,7 +81,7 @@ pub struct FileConfig {
     pub group: String,
     /// Raw block devices clients may hand over (by fd); any other block device is refused.
     pub allowed_devices: Vec<PathBuf>,
-    /// Pinned RAM shared by all clients (`0` = none).
+    /// Bytes of shared RAM tier held for all clients, over all models (`0` = none).
     pub ram_tier_budget: Size,
     /// Reader settings for every model the daemon opens.
     pub reader: ReaderSection,

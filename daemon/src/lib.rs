@@ -5,5 +5,7 @@
 
 pub mod config;
 pub mod creds;
-pub mod proto;
+pub mod memfd;
+pub use llmstream::daemon::proto;
 pub mod server;
+pub mod tier;

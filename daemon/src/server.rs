@@ -5,11 +5,14 @@ use crate::config::Settings;
 use crate::creds::{self, Policy};
 use crate::proto::fdpass::RecvFds;
 use crate::proto::frame::{check_hello, decode_request, read_frame, write_frame, ProtoError};
-use crate::proto::{ErrorCode, Request, Response, StatusReport, VERSION};
+use crate::proto::{
+    ErrorCode, Request, Response, StatusReport, TierGrant, MAX_STATUS_TIERS, VERSION,
+};
+use crate::tier::{Key, Registry, TierRef};
 use llmstream::{BackendChoice, Config, Context, Model};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -54,12 +57,17 @@ struct Counters {
 }
 
 impl Counters {
-    fn report(&self) -> StatusReport {
+    fn report(&self, tiers: &Registry) -> StatusReport {
+        let t = tiers.snapshot(MAX_STATUS_TIERS);
         StatusReport {
             clients: self.clients.load(Ordering::Relaxed),
             models: self.models.load(Ordering::Relaxed),
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            tier_budget: t.budget,
+            tier_bytes: t.bytes,
+            tier_bytes_shared: t.shared,
+            tiers: t.tiers,
         }
     }
 }
@@ -68,6 +76,8 @@ struct Shared {
     settings: Settings,
     ctx: Context,
     counters: Counters,
+    /// The shared RAM tier.
+    tiers: Arc<Registry>,
     /// Block devices clients may hand over, as (st_rdev) device numbers.
     allowed_rdev: Vec<u64>,
     /// A clone of each live connection, to shut its read side on drain.
@@ -145,6 +155,7 @@ impl Server {
             owned_path,
             policy,
             shared: Arc::new(Shared {
+                tiers: Registry::new(settings.ram_tier_budget),
                 settings,
                 ctx,
                 counters: Counters::default(),
@@ -279,8 +290,11 @@ impl Server {
 struct Connection<'a> {
     shared: &'a Shared,
     hello: bool,
-    models: HashMap<u64, Model>,
+    /// Open models, each with its reference to a shared tier (dropped with it).
+    models: HashMap<u64, (Model, Option<TierRef>)>,
     next_model: u64,
+    /// A descriptor to send with the next response (a tier's memfd).
+    pending_fd: Option<OwnedFd>,
 }
 
 impl<'a> Connection<'a> {
@@ -290,6 +304,7 @@ impl<'a> Connection<'a> {
             hello: false,
             models: HashMap::new(),
             next_model: 1,
+            pending_fd: None,
         }
     }
 
@@ -334,7 +349,9 @@ impl<'a> Connection<'a> {
                 }
                 _ => false,
             };
-            if write_frame(&stream, &response, &[]).is_err() || fatal {
+            let fd = self.pending_fd.take();
+            let raw: Vec<_> = fd.iter().map(AsRawFd::as_raw_fd).collect();
+            if write_frame(&stream, &response, &raw).is_err() || fatal {
                 break;
             }
         }
@@ -372,7 +389,7 @@ impl<'a> Connection<'a> {
                 Err(e) => error_response(&e),
             },
             Request::OpenModel { label } => self.open_model(label, fds),
-            Request::Status {} => Response::Status(self.shared.counters.report()),
+            Request::Status {} => Response::Status(self.shared.counters.report(&self.shared.tiers)),
             Request::Close { model } => match self.models.remove(&model) {
                 Some(_) => {
                     self.shared.counters.models.fetch_sub(1, Ordering::Relaxed);
@@ -440,16 +457,70 @@ impl<'a> Connection<'a> {
             .counters
             .bytes_served
             .fetch_add(model.gguf().data_offset, Ordering::Relaxed);
+        let (tier_ref, tier) = self.tier_for(&model, Key::of(&meta, file_size), &label_path);
         let id = self.next_model;
         self.next_model += 1;
-        self.models.insert(id, model);
+        self.models.insert(id, (model, tier_ref));
         self.shared.counters.models.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(model = id, label = %label_path.display(), layers, file_size, "model opened");
+        tracing::info!(model = id, label = %label_path.display(), layers, file_size,
+            tier_bytes = tier.map_or(0, |t| t.len), "model opened");
         Response::ModelOpened {
             model: id,
             layers,
             file_size,
+            tier,
         }
+    }
+
+    /// The model's shared tier: a reference, its range, and (in `pending_fd`) its memfd; filled
+    /// from this client's descriptor when this is the first client to open the file.
+    fn tier_for(
+        &mut self,
+        model: &Model,
+        key: Key,
+        label: &Path,
+    ) -> (Option<TierRef>, Option<TierGrant>) {
+        let g = model.gguf();
+        let page = llmstream::staging::page_size() as u64;
+        let label = label.to_string_lossy();
+        let Some(tref) = self.shared.tiers.acquire(key, &label, page, |available| {
+            crate::tier::plan(
+                g.data_offset,
+                g.layers.iter().map(|l| l.span.end),
+                model.source().len(),
+                available,
+                page,
+            )
+        }) else {
+            return (None, None);
+        };
+        let shared = self.shared;
+        let filled = tref.filled(|e| {
+            match crate::memfd::fill(&shared.ctx, model.source(), e.file_offset, e.len) {
+                Ok(fd) => {
+                    shared
+                        .counters
+                        .bytes_served
+                        .fetch_add(e.len, Ordering::Relaxed);
+                    tracing::info!(label = %label, bytes = e.len, "shared RAM tier filled");
+                    Some(fd)
+                }
+                Err(err) => {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(label = %label, error = %err, "shared RAM tier not filled");
+                    None
+                }
+            }
+        });
+        let Some((entry, fd)) = filled else {
+            return (None, None);
+        };
+        let grant = TierGrant {
+            file_offset: entry.file_offset,
+            len: entry.len,
+        };
+        self.pending_fd = Some(fd);
+        (Some(tref), Some(grant))
     }
 }
 

@@ -157,10 +157,29 @@ impl Context {
         }
     }
 
-    /// Open a GGUF model.
+    /// Open a GGUF model. When llmstreamd runs (see [`crate::daemon`]), the file is opened
+    /// here, handed to the daemon, and the model's shared RAM tier mapped; otherwise, or when
+    /// the daemon cannot be used (a recorded fallback), it is streamed in-process alone.
     pub fn open_model(&self, path: &Path) -> Result<Model> {
-        let source = self.open(path)?;
-        Model::from_source(source)
+        let Some(socket) = crate::daemon::live_socket() else {
+            return Model::from_source(self.open(path)?);
+        };
+        let file = std::fs::File::open(path).map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let link =
+            crate::daemon::attach(&socket, &file, path, &self.inner.backend, &self.inner.stats);
+        let mut s = Source::from_file(file, path, self.inner.config.reader.direct)?;
+        match link {
+            Ok(l) => s.set_daemon(l),
+            Err(e) => self.inner.stats.fallback(format!(
+                "llmstreamd at {} not used ({e}); streaming in-process",
+                socket.display()
+            )),
+        }
+        self.note_source(&s);
+        Model::from_source(Arc::new(s))
     }
 
     /// Allocate a buffer of `bytes` bytes.

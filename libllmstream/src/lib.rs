@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod context;
+pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod ffi;

@@ -98,6 +98,16 @@ pub(crate) enum Msg {
     },
 }
 
+/// What keeps a copy's source alive until the copy completes (held, never read).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum CopySrc {
+    /// A buffer (marked busy).
+    Mem(DestMem),
+    /// A file whose shared RAM tier the bytes come from.
+    Tier(Arc<Source>),
+}
+
 struct Job {
     src: Arc<Source>,
     end: u64,
@@ -136,7 +146,7 @@ pub(crate) struct Worker {
     chunks: Vec<Option<Chunk>>,
     free_slots: Vec<usize>,
     copying: VecDeque<usize>,
-    copies: VecDeque<(Ticket, DestMem, DestMem, Arc<JobState>)>,
+    copies: VecDeque<(Ticket, CopySrc, DestMem, Arc<JobState>)>,
     pinned: bool,
 }
 
@@ -239,6 +249,33 @@ impl Worker {
                 src,
                 offset,
                 len,
+                dest: Dest::Mem { dst, offset: at },
+                state,
+            } if len > 0 && src.tier_bytes_at(offset, len).is_some() => {
+                // Held in llmstreamd's shared RAM tier: a copy from the mapping, no storage read.
+                let r = usize::try_from(len)
+                    .map_err(|_| Error::InvalidArgument("read too large".into()))
+                    .and_then(|n| {
+                        let sp = src
+                            .tier_bytes_at(offset, len)
+                            .ok_or_else(|| Error::InvalidArgument("tier range vanished".into()))?;
+                        self.copy_from(sp, &dst, at, n)
+                    });
+                match r {
+                    Ok(t) => {
+                        StatsInner::add(&self.stats.bytes_from_tier, len);
+                        self.copies.push_back((t, CopySrc::Tier(src), dst, state));
+                    }
+                    Err(e) => {
+                        StatsInner::add(&self.stats.errors, 1);
+                        state.finish(Err(e));
+                    }
+                }
+            }
+            Msg::Read {
+                src,
+                offset,
+                len,
                 dest,
                 state,
             } => {
@@ -277,7 +314,7 @@ impl Worker {
             } => {
                 let r = self.start_copy(&src, src_offset, &dst, dst_offset, len);
                 match r {
-                    Ok(t) => self.copies.push_back((t, src, dst, state)),
+                    Ok(t) => self.copies.push_back((t, CopySrc::Mem(src), dst, state)),
                     Err(e) => {
                         StatsInner::add(&self.stats.errors, 1);
                         state.finish(Err(e));
@@ -302,10 +339,24 @@ impl Worker {
         // SAFETY: the caller (Context::copy_async) checked both ranges against the buffers'
         // lengths, and both buffers stay alive and busy until the ticket completes.
         let sp = unsafe { sp.add(src_offset) };
+        self.copy_from(sp, dst, dst_offset, len)
+    }
+
+    /// Start copying `len` bytes at `sp` into `dst` at `dst_offset`. The caller keeps
+    /// `sp..sp+len` alive and unchanged until the ticket completes, and has checked that the
+    /// destination range lies inside `dst` and does not overlap the source.
+    fn copy_from(
+        &self,
+        sp: *const u8,
+        dst: &DestMem,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Ticket> {
         match (dst.mem.host_ptr(), dst.mem.device_ptr()) {
             (Some(hp), _) => {
-                // SAFETY: ranges checked by the caller; source and destination are distinct
-                // allocations or disjoint ranges (checked by the caller).
+                // SAFETY: ranges checked by the caller (Context::copy_async, or read_async for
+                // a tier copy); source and destination are distinct allocations or disjoint
+                // ranges (checked by copy_async; a tier mapping is read-only, never a buffer).
                 unsafe { std::ptr::copy_nonoverlapping(sp, hp.add(dst_offset), len) };
                 StatsInner::add(&self.stats.bytes_to_host, len as u64);
                 Ok(Ticket::Done)

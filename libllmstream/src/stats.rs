@@ -18,6 +18,8 @@ pub struct Stats {
     pub bytes_to_device: u64,
     /// Bytes copied to host memory.
     pub bytes_to_host: u64,
+    /// Bytes served from llmstreamd's shared RAM tier instead of storage.
+    pub bytes_from_tier: u64,
     /// Read requests completed (one per [`crate::Context::read_async`] or layer load).
     pub requests: u64,
     /// Storage read operations issued.
@@ -37,6 +39,7 @@ pub(crate) struct StatsInner {
     pub bytes_buffered: AtomicU64,
     pub bytes_to_device: AtomicU64,
     pub bytes_to_host: AtomicU64,
+    pub bytes_from_tier: AtomicU64,
     pub requests: AtomicU64,
     pub read_ops: AtomicU64,
     pub errors: AtomicU64,
@@ -68,6 +71,7 @@ impl StatsInner {
             bytes_buffered: self.bytes_buffered.load(Relaxed),
             bytes_to_device: self.bytes_to_device.load(Relaxed),
             bytes_to_host: self.bytes_to_host.load(Relaxed),
+            bytes_from_tier: self.bytes_from_tier.load(Relaxed),
             requests: self.requests.load(Relaxed),
             read_ops: self.read_ops.load(Relaxed),
             errors: self.errors.load(Relaxed),

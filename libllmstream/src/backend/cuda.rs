@@ -184,6 +184,20 @@ impl CudaBackend {
         })
     }
 
+    /// Register a read-only mapping (the daemon's sealed shared RAM tier) for DMA.
+    pub fn register_host_read_only(&self, ptr: *mut u8, len: usize) -> Result<()> {
+        self.shared.bind()?;
+        // SAFETY: `ptr..ptr+len` is a live read-only mapping owned by the caller, which
+        // unregisters it before unmapping; READ_ONLY tells the driver it will never be written.
+        check("cuMemHostRegister", unsafe {
+            sys::cuMemHostRegister_v2(
+                ptr.cast::<c_void>(),
+                len,
+                sys::CU_MEMHOSTREGISTER_PORTABLE | sys::CU_MEMHOSTREGISTER_READ_ONLY,
+            )
+        })
+    }
+
     pub fn unregister_host(&self, ptr: *mut u8) {
         if self.shared.bind().is_ok() {
             // SAFETY: `ptr` was registered by `register_host` and is still mapped.

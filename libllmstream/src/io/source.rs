@@ -24,6 +24,8 @@ pub struct Source {
     mem_align: usize,
     max_request: Option<usize>,
     direct_refused: Option<String>,
+    /// Set when llmstreamd serves this file: its shared RAM tier and connection.
+    daemon: Option<crate::daemon::DaemonLink>,
 }
 
 impl Source {
@@ -78,6 +80,7 @@ impl Source {
             mem_align,
             max_request,
             direct_refused: None,
+            daemon: None,
         };
         if direct != DirectChoice::Off {
             match src.open_direct() {
@@ -115,6 +118,30 @@ impl Source {
             }
         }
         Ok(f)
+    }
+
+    /// Attach the daemon's link (before the source is shared).
+    pub(crate) fn set_daemon(&mut self, link: crate::daemon::DaemonLink) {
+        self.daemon = Some(link);
+    }
+
+    /// Whether llmstreamd serves this file.
+    pub fn via_daemon(&self) -> bool {
+        self.daemon.is_some()
+    }
+
+    /// Bytes of this file mapped from llmstreamd's shared RAM tier (0 without a daemon).
+    pub fn shared_tier_bytes(&self) -> u64 {
+        self.daemon
+            .as_ref()
+            .and_then(|d| d.tier())
+            .map_or(0, |t| t.len() as u64)
+    }
+
+    /// Where bytes `offset..offset+len` lie in the shared RAM tier, when it holds all of them;
+    /// valid for reading while `self` lives.
+    pub(crate) fn tier_bytes_at(&self, offset: u64, len: u64) -> Option<*const u8> {
+        self.daemon.as_ref()?.tier()?.bytes_at(offset, len)
     }
 
     /// A process-unique id.

@@ -1,7 +1,8 @@
-//! A blocking client of the daemon (used by tests today, by libllmstream later).
+//! A blocking client of the daemon: the library's transparent daemon path, `llmstream status`
+//! and the daemon's tests.
 
 use super::frame::{decode_response, read_frame, write_frame, ProtoError};
-use super::message::{Request, Response, StatusReport};
+use super::message::{Request, Response, StatusReport, TierGrant};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -11,7 +12,7 @@ use std::path::Path;
 const MAX_RESPONSE_BYTES: u32 = 1 << 20;
 
 /// A model the daemon opened for this connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct OpenedModel {
     /// Its id on this connection.
     pub model: u64,
@@ -19,6 +20,8 @@ pub struct OpenedModel {
     pub layers: u32,
     /// File size in bytes.
     pub file_size: u64,
+    /// The shared RAM tier: where it lies in the file and its memfd.
+    pub tier: Option<(TierGrant, OwnedFd)>,
 }
 
 /// A connection that has said Hello.
@@ -32,7 +35,17 @@ pub struct Client {
 impl Client {
     /// Connect and say Hello.
     pub fn connect(socket: &Path) -> Result<Self, ProtoError> {
+        Self::connect_with_timeout(socket, None)
+    }
+
+    /// Connect with a timeout on every read and write (`None`: wait without limit).
+    pub fn connect_with_timeout(
+        socket: &Path,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Self, ProtoError> {
         let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(timeout)?;
         let mut c = Self {
             stream,
             server: String::new(),
@@ -46,6 +59,15 @@ impl Client {
 
     /// Send one request (with `fd` attached) and wait for its response.
     pub fn call(&mut self, req: &Request, fd: Option<&File>) -> Result<Response, ProtoError> {
+        self.call_fds(req, fd).map(|(r, _)| r)
+    }
+
+    /// [`Client::call`], also returning the descriptors that came with the response.
+    pub fn call_fds(
+        &mut self,
+        req: &Request,
+        fd: Option<&File>,
+    ) -> Result<(Response, Vec<OwnedFd>), ProtoError> {
         let raw = fd.map(AsRawFd::as_raw_fd);
         if let Err(e) = write_frame(&self.stream, req, raw.as_slice()) {
             // A daemon that refuses a connection answers and closes at once, possibly before
@@ -75,7 +97,7 @@ impl Client {
         )?;
         match decode_response(&payload)? {
             Response::Error { code, message } => Err(ProtoError::Remote { code, message }),
-            r => Ok(r),
+            r => Ok((r, fds)),
         }
     }
 
@@ -84,17 +106,34 @@ impl Client {
         let req = Request::OpenModel {
             label: label.to_owned(),
         };
-        match self.call(&req, Some(file))? {
-            Response::ModelOpened {
-                model,
-                layers,
-                file_size,
-            } => Ok(OpenedModel {
-                model,
-                layers,
-                file_size,
-            }),
-            other => Err(unexpected(other)),
+        match self.call_fds(&req, Some(file))? {
+            (
+                Response::ModelOpened {
+                    model,
+                    layers,
+                    file_size,
+                    tier,
+                },
+                mut fds,
+            ) => {
+                let tier = match tier {
+                    None => None,
+                    Some(grant) if fds.len() == 1 => fds.pop().map(|fd| (grant, fd)),
+                    Some(_) => {
+                        return Err(ProtoError::Malformed(format!(
+                            "model_opened with a tier carries {} descriptors, not 1",
+                            fds.len()
+                        )))
+                    }
+                };
+                Ok(OpenedModel {
+                    model,
+                    layers,
+                    file_size,
+                    tier,
+                })
+            }
+            (other, _) => Err(unexpected(other)),
         }
     }
 

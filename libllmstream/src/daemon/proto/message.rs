@@ -52,6 +52,11 @@ pub enum Response {
         layers: u32,
         /// Size of the file in bytes.
         file_size: u64,
+        /// The part of the file held in the shared RAM tier; its memfd (sealed, read-only)
+        /// comes with this response as `SCM_RIGHTS`. Absent: no tier for this model (budget
+        /// spent or zero); the client reads the whole file itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<TierGrant>,
     },
     /// Counters.
     Status(StatusReport),
@@ -69,18 +74,55 @@ pub enum Response {
     },
 }
 
+/// Where a model's shared RAM tier lies: memfd byte `i` is file byte `file_offset + i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierGrant {
+    /// File offset of the first byte held.
+    pub file_offset: u64,
+    /// Bytes held (the memfd's size).
+    pub len: u64,
+}
+
+/// Most entries of [`StatusReport::tiers`] sent in one response.
+pub const MAX_STATUS_TIERS: usize = 256;
+
 /// Daemon-wide counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
     /// Connections now served.
     pub clients: u64,
     /// Models now open (all connections).
     pub models: u64,
-    /// Bytes the daemon read from clients' descriptors so far.
+    /// Bytes the daemon read from clients' descriptors so far (headers and tier fills).
     pub bytes_served: u64,
     /// Requests that failed and connections dropped for protocol errors, so far.
     pub errors: u64,
+    /// The configured shared RAM tier budget in bytes.
+    #[serde(default)]
+    pub tier_budget: u64,
+    /// Bytes of shared RAM tier now held (one copy per model, however many clients map it).
+    #[serde(default)]
+    pub tier_bytes: u64,
+    /// Tier bytes handed to clients so far (a model's tier counts once per client opening it).
+    #[serde(default)]
+    pub tier_bytes_shared: u64,
+    /// The models in the shared RAM tier (at most [`MAX_STATUS_TIERS`]).
+    #[serde(default)]
+    pub tiers: Vec<TierStatus>,
+}
+
+/// One model in the shared RAM tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierStatus {
+    /// The label of the client that first opened it (never opened by the daemon).
+    pub label: String,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Open models (on all connections) that use it.
+    pub refs: u64,
 }
 
 /// Typed failure of a request.

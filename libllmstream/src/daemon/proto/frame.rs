@@ -180,7 +180,7 @@ pub fn check_hello(magic: &str, version: u32) -> Result<(), ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::message::StatusReport;
+    use crate::daemon::proto::message::{StatusReport, TierGrant, TierStatus};
     use proptest::prelude::*;
 
     const MAX: u32 = 64 << 10;
@@ -221,12 +221,30 @@ mod tests {
                 model: 3,
                 layers: 30,
                 file_size: 1 << 33,
+                tier: None,
+            },
+            Response::ModelOpened {
+                model: 4,
+                layers: 2,
+                file_size: 1 << 20,
+                tier: Some(TierGrant {
+                    file_offset: 96,
+                    len: 4096,
+                }),
             },
             Response::Status(StatusReport {
                 clients: 1,
                 models: 2,
                 bytes_served: 3,
                 errors: 4,
+                tier_budget: 5,
+                tier_bytes: 6,
+                tier_bytes_shared: 7,
+                tiers: vec![TierStatus {
+                    label: "m".into(),
+                    bytes: 6,
+                    refs: 2,
+                }],
             }),
             Response::Closed { model: 7 },
             Response::Error {
