@@ -1,5 +1,8 @@
 //! `llmstream bench FILE`: every path measured in one run on a cold page cache, so the ratios
-//! between them hold even on a shared, noisy machine.
+//! between them hold even on a shared, noisy machine. With `--path`, the direct paths into VRAM
+//! instead (pinned bounce, cuFile, dma-buf), checked by checksum: see [`direct`].
+
+mod direct;
 
 use crate::common::parse_size;
 use anyhow::{Context as _, Result};
@@ -50,6 +53,17 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Read the file into VRAM by these paths, verify each by CRC-32 and compare them
+    /// (bounce, cufile, both, dmabuf, all) instead of the storage benchmark.
+    #[arg(long, value_enum)]
+    pub path: Option<direct::PathSel>,
+    /// cuFile reader threads (with --path).
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// cuFile configuration (with --path): auto (a generated one allowing compatibility mode,
+    /// unless CUFILE_ENV_PATH_JSON is set), system, or a JSON file.
+    #[arg(long, default_value = "auto")]
+    pub cufile_config: String,
 }
 
 struct Ctxs {
@@ -95,6 +109,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         reader: reader.with_env()?,
     };
     let ctx = Context::new(cfg.clone()).context("starting the streaming context")?;
+    if let Some(paths) = a.path {
+        let d = direct::DirectArgs {
+            file: a.file.clone(),
+            paths,
+            bytes: a.bytes,
+            chunk: a.chunk,
+            threads: a.threads,
+            cufile_config: a.cufile_config.clone(),
+            warm: a.warm,
+            json: a.json,
+        };
+        return direct::run(&ctx, &d);
+    }
     let src = ctx
         .open(&a.file)
         .with_context(|| format!("opening {}", a.file.display()))?;
