@@ -105,7 +105,8 @@ fn reference_crc(path: &Path, bytes: usize) -> Result<u32> {
     let mut buf = vec![0u8; 8 << 20];
     let mut left = bytes;
     while left > 0 {
-        let n = f.read(&mut buf[..left.min(buf.len())])?;
+        let want = left.min(buf.len());
+        let n = f.read(&mut buf[..want])?;
         anyhow::ensure!(n > 0, "{} ended early", path.display());
         h.update(&buf[..n]);
         left -= n;
@@ -278,8 +279,8 @@ pub fn run(ctx: &Context, a: &DirectArgs) -> Result<()> {
     let needs_gpu = a.paths.cufile() || a.paths.dmabuf();
     if needs_gpu && ctx.backend() != BackendKind::Cuda {
         bail!(
-            "--path {:?} needs a CUDA GPU; this context runs on {} (use --path bounce)",
-            a.paths,
+            "--path {} needs a CUDA GPU; this context runs on {} (use --path bounce)",
+            format!("{:?}", a.paths).to_lowercase(),
             ctx.backend_description()
         );
     }
