@@ -120,7 +120,11 @@ fn patched_geforce() {
     assert!(detail(&r, "kernel").contains("follow_pfnmap_start"));
     let dma = r.check("dma_buf").unwrap();
     assert_eq!(dma.verdict, Verdict::Warn);
-    assert!(dma.detail.contains("exported as a dma-buf"), "{}", dma.detail);
+    assert!(
+        dma.detail.contains("exported as a dma-buf"),
+        "{}",
+        dma.detail
+    );
     assert!(dma.detail.contains("--path dmabuf"), "{}", dma.detail);
     assert_eq!(r.platform_best, DataPath::DmaBuf);
     assert_eq!(r.path, DataPath::PinnedBounce);
@@ -153,7 +157,11 @@ fn gds_present() {
     // The fixture holds /usr/local/cuda/lib64/libcufile.so.0: found, never loaded.
     let cf = r.check("cufile").unwrap();
     assert_eq!(cf.verdict, Verdict::Ok);
-    assert!(cf.detail.contains("/usr/local/cuda/lib64/libcufile.so.0"), "{}", cf.detail);
+    assert!(
+        cf.detail.contains("/usr/local/cuda/lib64/libcufile.so.0"),
+        "{}",
+        cf.detail
+    );
     assert!(cf.detail.contains("not loaded"), "{}", cf.detail);
     assert_eq!(verdict(&r, "dma_buf"), Verdict::Warn);
     assert_eq!(verdict(&r, "dkms_patch"), Verdict::Ok);

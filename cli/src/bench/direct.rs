@@ -57,7 +57,10 @@ pub struct DirectArgs {
 /// Validate the options before any GPU work.
 pub fn validate(a: &DirectArgs) -> Result<()> {
     if a.chunk == 0 || a.chunk % 4096 != 0 {
-        bail!("--chunk must be a non-zero multiple of 4096 bytes (got {})", a.chunk);
+        bail!(
+            "--chunk must be a non-zero multiple of 4096 bytes (got {})",
+            a.chunk
+        );
     }
     if a.threads == 0 || a.threads > 64 {
         bail!("--threads must be 1..=64 (got {})", a.threads);
@@ -88,7 +91,10 @@ fn cufile_config(sel: &str) -> Result<String> {
             // Set before libcufile is loaded, while this process runs no other thread that
             // reads the environment.
             std::env::set_var("CUFILE_ENV_PATH_JSON", &path);
-            Ok(format!("generated {} (allow_compat_mode true)", path.display()))
+            Ok(format!(
+                "generated {} (allow_compat_mode true)",
+                path.display()
+            ))
         }
         p => {
             anyhow::ensure!(Path::new(p).is_file(), "--cufile-config {p}: no such file");
@@ -160,7 +166,13 @@ fn check(buf: &Buffer, bytes: usize, want: u32) -> Result<(u32, bool)> {
     Ok((got, got == want))
 }
 
-fn run_bounce(ctx: &Context, a: &DirectArgs, buf: &Buffer, bytes: usize, want: u32) -> Result<Outcome> {
+fn run_bounce(
+    ctx: &Context,
+    a: &DirectArgs,
+    buf: &Buffer,
+    bytes: usize,
+    want: u32,
+) -> Result<Outcome> {
     poison(ctx, buf, bytes)?;
     let loader = DeviceLoader::new(ctx, LoadPreference::PinnedBounce);
     let src = ctx.open(&a.file)?;
@@ -180,7 +192,13 @@ fn run_bounce(ctx: &Context, a: &DirectArgs, buf: &Buffer, bytes: usize, want: u
     })
 }
 
-fn run_cufile(ctx: &Context, a: &DirectArgs, buf: &Buffer, bytes: usize, want: u32) -> Result<Outcome> {
+fn run_cufile(
+    ctx: &Context,
+    a: &DirectArgs,
+    buf: &Buffer,
+    bytes: usize,
+    want: u32,
+) -> Result<Outcome> {
     let config = cufile_config(&a.cufile_config)?;
     let nvfs = nvidia_fs_loaded();
     let session = match CuFileSession::new(ctx) {
@@ -226,7 +244,10 @@ fn run_cufile(ctx: &Context, a: &DirectArgs, buf: &Buffer, bytes: usize, want: u
             })
             .collect();
         hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("reader thread panicked")))
+            })
             .collect()
     });
     let secs = t.elapsed().as_secs_f64();
@@ -287,9 +308,7 @@ pub fn run(ctx: &Context, a: &DirectArgs) -> Result<()> {
     let len = std::fs::metadata(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?
         .len();
-    let bytes = a
-        .bytes
-        .map_or(len, |b| (b as u64).min(len));
+    let bytes = a.bytes.map_or(len, |b| (b as u64).min(len));
     anyhow::ensure!(bytes > 0, "{} is empty", a.file.display());
     let bytes = usize::try_from(bytes)?;
     let mut out = json!({
@@ -336,7 +355,10 @@ pub fn run(ctx: &Context, a: &DirectArgs) -> Result<()> {
         println!("file      {} ({} bytes)", a.file.display(), bytes);
         println!("device    {}", ctx.backend_description());
         if let Some(c) = out.get("reference_crc32") {
-            println!("reference crc32 {} (buffered read)", c.as_str().unwrap_or("?"));
+            println!(
+                "reference crc32 {} (buffered read)",
+                c.as_str().unwrap_or("?")
+            );
         }
         for name in ["bounce", "cufile"] {
             let Some(o) = out.get(name) else { continue };
@@ -348,7 +370,11 @@ pub fn run(ctx: &Context, a: &DirectArgs) -> Result<()> {
                 "{name:<8}  {:8.3} GB/s  crc32 {} {}",
                 o["gbps"].as_f64().unwrap_or(0.0),
                 o["crc32"].as_str().unwrap_or("?"),
-                if o["checksum_match"] == true { "MATCH" } else { "MISMATCH" }
+                if o["checksum_match"] == true {
+                    "MATCH"
+                } else {
+                    "MISMATCH"
+                }
             );
             if name == "cufile" {
                 println!(
@@ -411,7 +437,9 @@ mod tests {
     fn bounce_on_the_host_backend_verifies_and_gpu_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("data");
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i * 31 % 253).to_le_bytes()[0])
+            .collect();
         std::fs::write(&p, &data).unwrap();
         let ctx = Context::new(Config {
             backend: BackendChoice::Host,

@@ -175,6 +175,14 @@ impl RawStatus {
     }
 }
 
+/// A CUDA device address as the `void *` cuFile takes.
+// cuFile exists only on 64-bit Linux, where a CUdeviceptr (u64) and a pointer have the same
+// width, so the cast cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
+fn dev_addr(p: u64) -> *mut c_void {
+    p as usize as *mut c_void
+}
+
 /// `CU_FILE_HANDLE_TYPE_OPAQUE_FD`.
 const HANDLE_TYPE_OPAQUE_FD: c_int = 1;
 
@@ -227,7 +235,9 @@ fn candidates() -> Vec<String> {
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("libcufile").field("path", &self.path).finish()
+        f.debug_struct("libcufile")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -298,7 +308,12 @@ static API: OnceLock<Result<Api, String>> = OnceLock::new();
 /// The process-wide library, loaded on first use. A failure is remembered (as its message)
 /// and reported again on later calls.
 fn api() -> Result<&'static Api, CuFileError> {
-    let r = API.get_or_init(|| Api::load(&candidates()).map_err(|e| e.to_string()));
+    let r = API.get_or_init(|| {
+        Api::load(&candidates()).map_err(|e| match e {
+            CuFileError::Library { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    });
     match r {
         Ok(a) => Ok(a),
         Err(msg) => Err(CuFileError::Library {
@@ -370,8 +385,7 @@ impl Driver {
         let mut h: *mut c_void = std::ptr::null_mut();
         // SAFETY: `descr` is a valid CUfileDescr_t for an open fd that outlives the handle
         // (the handle owns it); `h` is a valid out-pointer.
-        unsafe { (self.api.handle_register)(&mut h, &mut descr) }
-            .check("cuFileHandleRegister")?;
+        unsafe { (self.api.handle_register)(&mut h, &mut descr) }.check("cuFileHandleRegister")?;
         Ok(FileHandle {
             driver: self,
             handle: h,
@@ -389,7 +403,7 @@ impl Driver {
         dev_ptr: u64,
         len: usize,
     ) -> Result<BufRegistration<'_>, CuFileError> {
-        let p = dev_ptr as usize as *const c_void;
+        let p = dev_addr(dev_ptr).cast_const();
         // SAFETY: forwarded from this function's contract; flags 0.
         unsafe { (self.api.buf_register)(p, len, 0) }.check("cuFileBufRegister")?;
         Ok(BufRegistration {
@@ -443,16 +457,13 @@ impl FileHandle<'_> {
         while done < len {
             let bad = |what: &str| CuFileError::InvalidArgument(format!("{what} exceeds off_t"));
             let done64 = done as u64;
-            let file_off =
-                i64::try_from(offset + done64).map_err(|_| bad("file offset"))?;
-            let buf_off =
-                i64::try_from(dev_offset + done64).map_err(|_| bad("buffer offset"))?;
-            let base = dev_base as usize as *mut c_void;
+            let file_off = i64::try_from(offset + done64).map_err(|_| bad("file offset"))?;
+            let buf_off = i64::try_from(dev_offset + done64).map_err(|_| bad("buffer offset"))?;
+            let base = dev_addr(dev_base);
             // SAFETY: the destination range lies inside the caller's device memory (contract);
             // the handle is registered and alive.
-            let n = unsafe {
-                (self.driver.api.read)(self.handle, base, len - done, file_off, buf_off)
-            };
+            let n =
+                unsafe { (self.driver.api.read)(self.handle, base, len - done, file_off, buf_off) };
             match n {
                 0 => break,
                 n if n > 0 => done += n.unsigned_abs(),
@@ -503,7 +514,7 @@ pub struct BufRegistration<'d> {
 
 impl Drop for BufRegistration<'_> {
     fn drop(&mut self) {
-        let p = self.ptr as usize as *const c_void;
+        let p = dev_addr(self.ptr).cast_const();
         // SAFETY: `p` was registered by `register_buffer`, whose contract keeps the memory
         // allocated until now.
         let st = unsafe { (self.driver.api.buf_deregister)(p) };
@@ -595,7 +606,10 @@ mod tests {
         let e = Api::load(&names).unwrap_err();
         match &e {
             CuFileError::Library { tried, reason } => {
-                assert!(tried.contains("/nonexistent/llmstream/libcufile.so.0"), "{tried}");
+                assert!(
+                    tried.contains("/nonexistent/llmstream/libcufile.so.0"),
+                    "{tried}"
+                );
                 assert!(reason.contains("libllmstream-no-such-cufile"), "{reason}");
             }
             other => panic!("wanted Library, got {other:?}"),

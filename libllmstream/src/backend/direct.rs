@@ -20,8 +20,7 @@ fn cuda_of(ctx: &Context) -> Result<&super::cuda::CudaBackend> {
         Backend::Cuda(c) => Ok(c),
         Backend::Host => Err(Error::BackendUnavailable {
             backend: "cuda",
-            reason: "the direct paths need the CUDA backend (this context runs on the host)"
-                .into(),
+            reason: "the direct paths need the CUDA backend (this context runs on the host)".into(),
         }),
     }
 }
@@ -109,10 +108,10 @@ impl CuFileSession {
     /// Open `path` (`O_DIRECT` where the file system allows it) and register it.
     pub fn open(&self, path: &Path) -> Result<CuFileFile<'_>> {
         let (fd, direct) = cufile::open_for_cufile(path)?;
-        let len = std::fs::File::from(fd.try_clone().map_err(|source| Error::Os {
-            op: "dup",
-            source,
-        })?)
+        let len = std::fs::File::from(
+            fd.try_clone()
+                .map_err(|source| Error::Os { op: "dup", source })?,
+        )
         .metadata()
         .map_err(|source| Error::Open {
             path: path.to_owned(),
@@ -163,7 +162,9 @@ impl CuFileSession {
         let n = unsafe { file.handle.read(base, dst_offset as u64, offset, len) };
         n.map_err(|e| match e {
             CuFileError::Io {
-                offset, len, source,
+                offset,
+                len,
+                source,
             } => Error::Read {
                 path: file.path.clone(),
                 offset,
@@ -284,7 +285,14 @@ impl DeviceLoader {
     }
 
     /// Load `len` bytes at `offset` of `path` into `dst` at 0, in `chunk`-sized pieces.
-    pub fn load(&self, path: &Path, offset: u64, len: usize, dst: &Buffer, chunk: usize) -> Result<()> {
+    pub fn load(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        dst: &Buffer,
+        chunk: usize,
+    ) -> Result<()> {
         let chunk = chunk.max(1);
         match &self.cufile {
             Some(s) => {
@@ -311,7 +319,13 @@ impl DeviceLoader {
                 let mut done = 0usize;
                 while done < len {
                     let n = chunk.min(len - done);
-                    hs.push(self.ctx.read_async(&src, offset + done as u64, n as u64, dst, done)?);
+                    hs.push(self.ctx.read_async(
+                        &src,
+                        offset + done as u64,
+                        n as u64,
+                        dst,
+                        done,
+                    )?);
                     done += n;
                 }
                 hs.into_iter().try_for_each(|h| h.wait())
@@ -407,7 +421,11 @@ pub fn probe_dma_buf(ctx: &Context, size: usize, file: Option<&Path>) -> Result<
         detail: format!(
             "dma-buf fd {} for {size} bytes of VRAM{}",
             fd.as_raw_fd(),
-            if report.pcie_mapping { " (PCIe mapping)" } else { "" }
+            if report.pcie_mapping {
+                " (PCIe mapping)"
+            } else {
+                ""
+            }
         ),
     };
     let dbuf = DmaBuf { fd, size };
@@ -418,7 +436,10 @@ pub fn probe_dma_buf(ctx: &Context, size: usize, file: Option<&Path>) -> Result<
     let probe = dmabuf::probe_uring(&dbuf, opened.as_ref());
     if probe.usable() {
         if let Some(p) = file {
-            let n = size.min(usize::try_from(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).unwrap_or(usize::MAX));
+            let n = size.min(
+                usize::try_from(std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                    .unwrap_or(usize::MAX),
+            );
             let mut want = vec![0u8; n];
             let mut got = vec![0u8; n];
             use std::io::Read;
@@ -456,7 +477,16 @@ mod tests {
     fn cufile_needs_the_cuda_backend() {
         let ctx = host_ctx();
         let e = CuFileSession::new(&ctx).unwrap_err();
-        assert!(matches!(e, Error::BackendUnavailable { backend: "cuda", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::BackendUnavailable {
+                    backend: "cuda",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = probe_dma_buf(&ctx, 1 << 20, None).unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable { .. }), "{e}");
     }
@@ -464,7 +494,11 @@ mod tests {
     #[test]
     fn loader_falls_back_to_the_bounce_and_says_why() {
         let ctx = host_ctx();
-        for pref in [LoadPreference::Auto, LoadPreference::CuFile, LoadPreference::PinnedBounce] {
+        for pref in [
+            LoadPreference::Auto,
+            LoadPreference::CuFile,
+            LoadPreference::PinnedBounce,
+        ] {
             let l = DeviceLoader::new(&ctx, pref);
             assert_eq!(l.path(), LoadPath::PinnedBounce);
             assert!(l.cufile().is_none());
@@ -473,7 +507,7 @@ mod tests {
         // The bounce path really loads: bytes in the buffer equal the file's.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         std::fs::write(&p, &data).unwrap();
         let l = DeviceLoader::new(&ctx, LoadPreference::Auto);
         let buf = ctx.alloc(BufferKind::Device, data.len()).unwrap();
@@ -487,7 +521,10 @@ mod tests {
     fn device_ranges_are_checked() {
         let ctx = host_ctx();
         let host = ctx.alloc(BufferKind::Host, 4096).unwrap();
-        assert!(matches!(device_range(&host, 0, 16), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            device_range(&host, 0, 16),
+            Err(Error::InvalidArgument(_))
+        ));
         let dev = ctx.alloc(BufferKind::Device, 4096).unwrap();
         let e = device_range(&dev, 4000, 200).unwrap_err().to_string();
         assert!(e.contains("do not fit a buffer of 4096 bytes"), "{e}");

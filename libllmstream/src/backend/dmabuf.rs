@@ -132,10 +132,7 @@ pub fn probe_uring(buf: &DmaBuf, file: Option<&std::fs::File>) -> UringProbe {
         let e = std::io::Error::last_os_error();
         let errno = errno_of(&e);
         return UringProbe {
-            mmap: Step::failed(
-                errno,
-                format!("{e}: {}", explain_mmap(errno.unwrap_or(0))),
-            ),
+            mmap: Step::failed(errno, format!("{e}: {}", explain_mmap(errno.unwrap_or(0)))),
             register: None,
             read_fixed: None,
         };
@@ -153,7 +150,10 @@ pub fn probe_uring(buf: &DmaBuf, file: Option<&std::fs::File>) -> UringProbe {
                 mmap,
                 register: Some(Step::failed(
                     errno,
-                    format!("io_uring setup: {e}: {}", explain_register(errno.unwrap_or(0))),
+                    format!(
+                        "io_uring setup: {e}: {}",
+                        explain_register(errno.unwrap_or(0))
+                    ),
                 )),
                 read_fixed: None,
             };
@@ -177,7 +177,9 @@ pub fn probe_uring(buf: &DmaBuf, file: Option<&std::fs::File>) -> UringProbe {
             read_fixed: None,
         };
     }
-    let register = Some(Step::ok("IORING_REGISTER_BUFFERS accepted the dma-buf mapping"));
+    let register = Some(Step::ok(
+        "IORING_REGISTER_BUFFERS accepted the dma-buf mapping",
+    ));
     let read_fixed = file.map(|f| read_fixed_once(ring, f, &map));
     UringProbe {
         mmap,
@@ -261,7 +263,7 @@ mod tests {
         assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 1 << 16) }, 0);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data");
-        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..size).map(|i| (i % 251).to_le_bytes()[0]).collect();
         std::fs::write(&path, &data).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let buf = DmaBuf { fd, size };
@@ -274,7 +276,11 @@ mod tests {
         }
         let rf = p.read_fixed.clone().unwrap();
         assert!(rf.ok, "{rf:?}");
-        assert!(rf.detail.contains(&format!("{size} bytes")), "{}", rf.detail);
+        assert!(
+            rf.detail.contains(&format!("{size} bytes")),
+            "{}",
+            rf.detail
+        );
         assert!(p.usable());
         // The bytes READ_FIXED wrote through the mapping are the file's.
         let mut back = vec![0u8; size];

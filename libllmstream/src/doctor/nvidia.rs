@@ -268,7 +268,11 @@ pub(super) fn gds_check(gpus: &[Gpu], gds: &Gds) -> Check {
 pub(super) fn cufile_check(gpus: &[Gpu], gds: &Gds) -> Check {
     const NAME: &str = "cufile";
     if gpus.is_empty() {
-        return Check::new(NAME, Verdict::Unknown, format!("no NVIDIA GPU; {}", gds.cufile_detail));
+        return Check::new(
+            NAME,
+            Verdict::Unknown,
+            format!("no NVIDIA GPU; {}", gds.cufile_detail),
+        );
     }
     match (gds.cufile, gds.nvidia_fs) {
         (Some(true), true) => Check::new(
@@ -302,7 +306,11 @@ pub(super) enum DmaBufProbe {
     NoCuda(String),
 }
 
-pub(super) fn dma_buf_probe(view: &SystemView, gpus: &[Gpu], driver: Option<&Driver>) -> DmaBufProbe {
+pub(super) fn dma_buf_probe(
+    view: &SystemView,
+    gpus: &[Gpu],
+    driver: Option<&Driver>,
+) -> DmaBufProbe {
     if !view.is_live() || gpus.is_empty() || driver.is_none() {
         return DmaBufProbe::NotProbed;
     }
