@@ -56,16 +56,87 @@ pub struct CuFileSession {
 /// A file registered with cuFile.
 #[derive(Debug)]
 pub struct CuFileFile<'s> {
-    handle: FileHandle<'s>,
+    /// The `O_DIRECT` fd's handle, where the file system allows `O_DIRECT`.
+    direct: Option<FileHandle<'s>>,
+    /// A buffered fd's handle, for the parts of a request that are not 4 KiB-aligned (and for
+    /// everything where `O_DIRECT` is refused); `None` when cuFile refused to register it.
+    buffered: Option<FileHandle<'s>>,
     path: PathBuf,
-    direct: bool,
     len: u64,
 }
 
+/// `O_DIRECT` granularity assumed for the split between the direct and buffered handles (the
+/// page size cuFile aligns to; a multiple of every logical block size).
+const DIO_ALIGN: u64 = 4096;
+
+/// Which handle serves a piece of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Direct,
+    Buffered,
+}
+
+/// One piece of a request: handle, file offset, length, offset in the destination.
+type Piece = (Via, u64, u64, u64);
+
+/// Split a request so the 4 KiB-aligned body that lies inside the file goes through the direct
+/// handle and the unaligned head and tail through the buffered one; with one handle only,
+/// everything goes through it.
+fn plan(
+    offset: u64,
+    len: u64,
+    dst_offset: u64,
+    file_len: u64,
+    direct: bool,
+    buffered: bool,
+) -> Vec<Piece> {
+    let whole = |via| vec![(via, offset, len, dst_offset)];
+    match (direct, buffered) {
+        (true, false) => return whole(Via::Direct),
+        (false, _) => return whole(Via::Buffered),
+        (true, true) => {}
+    }
+    // File and destination offsets must be congruent for the body to be aligned in both.
+    if offset % DIO_ALIGN != dst_offset % DIO_ALIGN {
+        return whole(Via::Buffered);
+    }
+    let end = offset.saturating_add(len);
+    let start = offset.div_ceil(DIO_ALIGN).saturating_mul(DIO_ALIGN);
+    let body_end = end.min(file_len) / DIO_ALIGN * DIO_ALIGN;
+    if body_end <= start {
+        return whole(Via::Buffered);
+    }
+    let mut out = Vec::with_capacity(3);
+    if start > offset {
+        out.push((Via::Buffered, offset, start - offset, dst_offset));
+    }
+    out.push((
+        Via::Direct,
+        start,
+        body_end - start,
+        dst_offset + (start - offset),
+    ));
+    if end > body_end {
+        out.push((
+            Via::Buffered,
+            body_end,
+            end - body_end,
+            dst_offset + (body_end - offset),
+        ));
+    }
+    out
+}
+
 impl CuFileFile<'_> {
-    /// Whether the fd is `O_DIRECT` (GDS proper needs it; compatibility mode does not).
+    /// Whether aligned reads go through an `O_DIRECT` fd (GDS proper needs it; compatibility
+    /// mode does not).
     pub fn is_direct(&self) -> bool {
-        self.direct
+        self.direct.is_some()
+    }
+
+    /// Whether a buffered fd serves the unaligned parts.
+    pub fn has_buffered(&self) -> bool {
+        self.buffered.is_some()
     }
 
     /// The file's length in bytes.
@@ -105,24 +176,33 @@ impl CuFileSession {
         self.driver.library()
     }
 
-    /// Open `path` (`O_DIRECT` where the file system allows it) and register it.
+    /// Open `path` and register it twice: an `O_DIRECT` fd (where the file system allows it)
+    /// for aligned reads and a buffered fd for unaligned heads and tails.
     pub fn open(&self, path: &Path) -> Result<CuFileFile<'_>> {
-        let (fd, direct) = cufile::open_for_cufile(path)?;
-        let len = std::fs::File::from(
-            fd.try_clone()
-                .map_err(|source| Error::Os { op: "dup", source })?,
-        )
-        .metadata()
-        .map_err(|source| Error::Open {
+        let open_err = |source| Error::Open {
             path: path.to_owned(),
             source,
-        })?
-        .len();
-        let handle = self.driver.register_file(fd)?;
+        };
+        let (fd, is_direct) = cufile::open_for_cufile(path)?;
+        let plain = std::fs::File::open(path).map_err(open_err)?;
+        let len = plain.metadata().map_err(open_err)?.len();
+        let (direct, buffered) = if is_direct {
+            let direct = self.driver.register_file(fd)?;
+            let buffered = match self.driver.register_file(plain.into()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::info!("cuFile refused a buffered fd ({e}); unaligned parts go through the O_DIRECT one");
+                    None
+                }
+            };
+            (Some(direct), buffered)
+        } else {
+            (None, Some(self.driver.register_file(fd)?))
+        };
         Ok(CuFileFile {
-            handle,
-            path: path.to_owned(),
             direct,
+            buffered,
+            path: path.to_owned(),
             len,
         })
     }
@@ -157,22 +237,44 @@ impl CuFileSession {
         cuda_of(&self.ctx)?.bind_thread()?;
         // Counts as a read in flight: host borrows of `dst` are refused meanwhile.
         let _busy = dst.mark_busy()?;
-        // SAFETY: the range lies inside `dst`'s device allocation (checked), which `_busy`
-        // keeps alive; the context is current on this thread.
-        let n = unsafe { file.handle.read(base, dst_offset as u64, offset, len) };
-        n.map_err(|e| match e {
-            CuFileError::Io {
-                offset,
-                len,
-                source,
-            } => Error::Read {
-                path: file.path.clone(),
-                offset,
-                len: len as u64,
-                source,
-            },
-            other => Error::CuFile(other),
-        })
+        let pieces = plan(
+            offset,
+            len as u64,
+            dst_offset as u64,
+            file.len,
+            file.direct.is_some(),
+            file.buffered.is_some(),
+        );
+        let mut total = 0usize;
+        for (via, off, n, at) in pieces {
+            let h = match via {
+                Via::Direct => file.direct.as_ref(),
+                Via::Buffered => file.buffered.as_ref(),
+            }
+            .ok_or_else(|| Error::InvalidArgument("no cuFile handle for this piece".into()))?;
+            let n =
+                usize::try_from(n).map_err(|_| Error::InvalidArgument("piece too large".into()))?;
+            // SAFETY: every piece lies inside the checked range of `dst`'s device allocation,
+            // which `_busy` keeps alive; the context is current on this thread.
+            let got = unsafe { h.read(base, at, off, n) }.map_err(|e| match e {
+                CuFileError::Io {
+                    offset,
+                    len,
+                    source,
+                } => Error::Read {
+                    path: file.path.clone(),
+                    offset,
+                    len: len as u64,
+                    source,
+                },
+                other => Error::CuFile(other),
+            })?;
+            total += got;
+            if got < n {
+                break; // end of file
+            }
+        }
+        Ok(total)
     }
 }
 
@@ -515,6 +617,50 @@ mod tests {
         let mut back = vec![0u8; data.len()];
         buf.copy_to_host(0, &mut back).unwrap();
         assert_eq!(back, data);
+    }
+
+    #[test]
+    fn requests_split_into_aligned_direct_body_and_buffered_ends() {
+        use Via::{Buffered as B, Direct as D};
+        let mib = 1u64 << 20;
+        // Aligned and inside the file: all direct.
+        assert_eq!(plan(0, mib, 0, 10 * mib, true, true), vec![(D, 0, mib, 0)]);
+        // Unaligned head and tail around an aligned body.
+        assert_eq!(
+            plan(100, 3 * 4096, 100, 10 * mib, true, true),
+            vec![
+                (B, 100, 3996, 100),
+                (D, 4096, 8192, 4096),
+                (B, 12288, 100, 12288)
+            ]
+        );
+        // The file ends inside the request: the body stops at the last whole page in the file.
+        assert_eq!(
+            plan(0, 3 * 4096, 0, 8192 + 5, true, true),
+            vec![(D, 0, 8192, 0), (B, 8192, 4096, 8192)]
+        );
+        // File and buffer offsets not congruent: nothing can be aligned in both.
+        assert_eq!(
+            plan(4096, 8192, 100, mib, true, true),
+            vec![(B, 4096, 8192, 100)]
+        );
+        // Less than a page: buffered.
+        assert_eq!(plan(10, 20, 0, mib, true, true), vec![(B, 10, 20, 0)]);
+        // One handle only: everything through it.
+        assert_eq!(plan(100, 50, 7, mib, true, false), vec![(D, 100, 50, 7)]);
+        assert_eq!(plan(0, mib, 0, mib, false, true), vec![(B, 0, mib, 0)]);
+        // Pieces tile the request exactly.
+        for (off, len, flen) in [(1, 99_999, 50_000), (4095, 8194, 1 << 20), (0, 4096, 4096)] {
+            let p = plan(off, len, off, flen, true, true);
+            assert_eq!(p[0].1, off);
+            let mut at = off;
+            for (_, o, n, d) in &p {
+                assert_eq!(*o, at);
+                assert_eq!(*d, *o);
+                at += n;
+            }
+            assert_eq!(at, off + len);
+        }
     }
 
     #[test]
