@@ -348,22 +348,42 @@ pub fn probe_library() -> Result<LibraryInfo, CuFileError> {
     })
 }
 
-/// An opened cuFile driver (`cuFileDriverOpen`), closed on drop.
+/// A reference to the process's cuFile driver.
 ///
-/// cuFile calls on device memory need the memory's CUDA context current on the calling thread;
-/// the callers in [`super::direct`] bind it first.
+/// cuFile has one driver per process and refuses a second `cuFileDriverOpen`, so the driver is
+/// reference-counted here: the first `Driver` opens it, the last one dropped closes it (unless
+/// something else in the process had opened it first). cuFile calls on device memory need the
+/// memory's CUDA context current on the calling thread; the callers in [`super::direct`] bind
+/// it first.
 #[derive(Debug)]
 pub struct Driver {
     api: &'static Api,
 }
 
+/// Open `Driver`s, and whether this module opened the driver (and so closes it).
+static OPEN: std::sync::Mutex<(usize, bool)> = std::sync::Mutex::new((0, false));
+
+/// `CU_FILE_DRIVER_ALREADY_OPEN`.
+const ALREADY_OPEN: c_int = 5026;
+
 impl Driver {
-    /// Load libcufile and open the driver.
+    /// Load libcufile and open the driver (or take another reference to it).
     pub fn open() -> Result<Self, CuFileError> {
         let a = api()?;
-        // SAFETY: cuFileDriverOpen takes no arguments; opening twice in one process returns
-        // CU_FILE_DRIVER_ALREADY_OPEN at worst, which is an error here, not UB.
-        unsafe { (a.driver_open)() }.check("cuFileDriverOpen")?;
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.0 == 0 {
+            // SAFETY: cuFileDriverOpen takes no arguments; serialised by `OPEN`.
+            let st = unsafe { (a.driver_open)() };
+            open.1 = if st.err == ALREADY_OPEN {
+                false // opened by someone else in this process: theirs to close
+            } else {
+                st.check("cuFileDriverOpen")?;
+                true
+            };
+        }
+        open.0 += 1;
         Ok(Self { api: a })
     }
 
@@ -415,8 +435,16 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // SAFETY: the driver was opened by `Driver::open`; file handles and buffer
-        // registrations borrow `self`, so none is alive here.
+        let mut open = OPEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.0 = open.0.saturating_sub(1);
+        if open.0 > 0 || !open.1 {
+            return;
+        }
+        open.1 = false;
+        // SAFETY: the driver was opened by `Driver::open` and this was its last reference; file
+        // handles and buffer registrations borrow a `Driver`, so none is alive here.
         let st = unsafe { (self.api.driver_close)() };
         if let Err(e) = st.check("cuFileDriverClose") {
             tracing::warn!("{e}");
