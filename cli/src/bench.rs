@@ -108,6 +108,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         device: 0,
         reader: reader.with_env()?,
     };
+    let cufile_config = match a.path {
+        Some(p) if p.uses_cufile() => direct::cufile_config(&a.cufile_config)?,
+        _ => String::new(),
+    };
     let ctx = Context::new(cfg.clone()).context("starting the streaming context")?;
     if let Some(paths) = a.path {
         let d = direct::DirectArgs {
@@ -116,7 +120,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             bytes: a.bytes,
             chunk: a.chunk,
             threads: a.threads,
-            cufile_config: a.cufile_config.clone(),
+            cufile_config,
             warm: a.warm,
             json: a.json,
         };

@@ -30,6 +30,10 @@ pub enum PathSel {
 }
 
 impl PathSel {
+    /// Whether cuFile will be used (its configuration must be set before any thread starts).
+    pub fn uses_cufile(self) -> bool {
+        self.cufile()
+    }
     fn bounce(self) -> bool {
         matches!(self, Self::Bounce | Self::Both | Self::All)
     }
@@ -49,6 +53,7 @@ pub struct DirectArgs {
     pub bytes: Option<usize>,
     pub chunk: usize,
     pub threads: usize,
+    /// What [`cufile_config`] set up (it runs before the context exists).
     pub cufile_config: String,
     pub warm: bool,
     pub json: bool,
@@ -72,8 +77,9 @@ pub fn validate(a: &DirectArgs) -> Result<()> {
 }
 
 /// A cuFile configuration that allows compatibility mode and logs to the temp directory, used
-/// unless the caller set CUFILE_ENV_PATH_JSON or asked for the system one.
-fn cufile_config(sel: &str) -> Result<String> {
+/// unless the caller set CUFILE_ENV_PATH_JSON or asked for the system one. Sets the environment,
+/// so it must run before the streaming context (and CUDA) start threads.
+pub fn cufile_config(sel: &str) -> Result<String> {
     if let Some(v) = std::env::var_os("CUFILE_ENV_PATH_JSON") {
         return Ok(format!("CUFILE_ENV_PATH_JSON={}", v.to_string_lossy()));
     }
@@ -88,8 +94,7 @@ fn cufile_config(sel: &str) -> Result<String> {
             });
             std::fs::write(&path, cfg.to_string())
                 .with_context(|| format!("writing {}", path.display()))?;
-            // Set before libcufile is loaded, while this process runs no other thread that
-            // reads the environment.
+            // Set before libcufile is loaded and before any other thread exists.
             std::env::set_var("CUFILE_ENV_PATH_JSON", &path);
             Ok(format!(
                 "generated {} (allow_compat_mode true)",
@@ -199,7 +204,7 @@ fn run_cufile(
     bytes: usize,
     want: u32,
 ) -> Result<Outcome> {
-    let config = cufile_config(&a.cufile_config)?;
+    let config = a.cufile_config.clone();
     let nvfs = nvidia_fs_loaded();
     let session = match CuFileSession::new(ctx) {
         Ok(s) => s,
