@@ -142,11 +142,12 @@ fn device_crc(buf: &Buffer, bytes: usize) -> Result<u32> {
 /// Overwrite the device buffer with 0xA5 so a path that writes nothing cannot pass the check.
 fn poison(ctx: &Context, buf: &Buffer, bytes: usize) -> Result<()> {
     let piece = (64usize << 20).min(bytes);
-    let src = ctx.alloc(BufferKind::Host, piece)?;
+    let src = ctx.alloc(BufferKind::Pinned, piece)?;
     let p = src
         .host_ptr()
         .context("host buffer without a host address")?;
-    // SAFETY: `src` is a fresh host buffer of `piece` bytes that nothing else references.
+    // SAFETY: `src` is a fresh host (pinned) buffer of `piece` bytes that nothing else
+    // references yet.
     unsafe { std::ptr::write_bytes(p, 0xA5, piece) };
     let mut off = 0;
     let mut hs = Vec::new();
