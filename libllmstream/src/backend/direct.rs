@@ -386,7 +386,10 @@ impl DeviceLoader {
         self.cufile.as_ref()
     }
 
-    /// Load `len` bytes at `offset` of `path` into `dst` at 0, in `chunk`-sized pieces.
+    /// Load `len` bytes at `offset` of `path` into `dst` at 0, in `chunk`-sized pieces. When
+    /// cuFile was chosen but fails on this file (registration or a read), the whole range is
+    /// loaded again through the pinned bounce, and the failure is logged; range errors are not
+    /// retried.
     pub fn load(
         &self,
         path: &Path,
@@ -396,43 +399,67 @@ impl DeviceLoader {
         chunk: usize,
     ) -> Result<()> {
         let chunk = chunk.max(1);
-        match &self.cufile {
-            Some(s) => {
-                let f = s.open(path)?;
-                let mut done = 0usize;
-                while done < len {
-                    let n = chunk.min(len - done);
-                    let got = s.read(&f, offset + done as u64, n, dst, done)?;
-                    if got < n {
-                        return Err(Error::OutOfRange {
-                            path: path.to_owned(),
-                            offset,
-                            len: len as u64,
-                            file_len: f.len(),
-                        });
-                    }
-                    done += n;
-                }
-                Ok(())
-            }
-            None => {
-                let src = self.ctx.open(path)?;
-                let mut hs = Vec::new();
-                let mut done = 0usize;
-                while done < len {
-                    let n = chunk.min(len - done);
-                    hs.push(self.ctx.read_async(
-                        &src,
-                        offset + done as u64,
-                        n as u64,
-                        dst,
-                        done,
-                    )?);
-                    done += n;
-                }
-                hs.into_iter().try_for_each(|h| h.wait())
+        if let Some(s) = &self.cufile {
+            match Self::load_cufile(s, path, offset, len, dst, chunk) {
+                Ok(()) => return Ok(()),
+                Err(
+                    e @ (Error::OutOfRange { .. } | Error::InvalidArgument(_) | Error::Busy(_)),
+                ) => return Err(e),
+                Err(e) => tracing::warn!(
+                    "cuFile failed on {} ({e}); loading it through the pinned bounce",
+                    path.display()
+                ),
             }
         }
+        self.load_bounce(path, offset, len, dst, chunk)
+    }
+
+    fn load_cufile(
+        s: &CuFileSession,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        dst: &Buffer,
+        chunk: usize,
+    ) -> Result<()> {
+        let f = s.open(path)?;
+        let mut done = 0usize;
+        while done < len {
+            let n = chunk.min(len - done);
+            let got = s.read(&f, offset + done as u64, n, dst, done)?;
+            if got < n {
+                return Err(Error::OutOfRange {
+                    path: path.to_owned(),
+                    offset,
+                    len: len as u64,
+                    file_len: f.len(),
+                });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn load_bounce(
+        &self,
+        path: &Path,
+        offset: u64,
+        len: usize,
+        dst: &Buffer,
+        chunk: usize,
+    ) -> Result<()> {
+        let src = self.ctx.open(path)?;
+        let mut hs = Vec::new();
+        let mut done = 0usize;
+        while done < len {
+            let n = chunk.min(len - done);
+            hs.push(
+                self.ctx
+                    .read_async(&src, offset + done as u64, n as u64, dst, done)?,
+            );
+            done += n;
+        }
+        hs.into_iter().try_for_each(|h| h.wait())
     }
 }
 
