@@ -1,7 +1,8 @@
 //! The direct paths against real libraries and, where present, a real GPU: libcufile (found on
 //! the loader path or through LLMSTREAM_CUFILE_LIB), cuFile reads into VRAM checked byte for
 //! byte, and VRAM exported as a dma-buf. Each test prints "skipped: why" and returns when what
-//! it needs is missing.
+//! it needs is missing. Test files go to LLMSTREAM_TEST_DIR when set (a directory on the NVMe
+//! drive, so that O_DIRECT and cuFile see a real file system), else the system temp directory.
 #![allow(clippy::unwrap_used)]
 
 use llmstream::backend::cufile::{self, CuFileError, Driver};
@@ -20,6 +21,13 @@ fn cuda() -> Option<Context> {
             println!("skipped: no CUDA GPU ({e})");
             None
         }
+    }
+}
+
+fn test_dir() -> tempfile::TempDir {
+    match std::env::var_os("LLMSTREAM_TEST_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
     }
 }
 
@@ -81,7 +89,7 @@ fn gpu_cufile_reads_match_the_file() {
             "compatibility mode"
         }
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let path = dir.path().join("weights.bin");
     // Not a multiple of 4 KiB, so the last read is unaligned.
     let data = pattern((24 << 20) + 12_345);
@@ -118,7 +126,7 @@ fn gpu_cufile_reads_match_the_file() {
 #[test]
 fn gpu_loader_takes_cufile_when_asked_and_matches_the_bounce() {
     let Some(ctx) = cuda() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let path = dir.path().join("layer.bin");
     let data = pattern(9 << 20);
     std::fs::write(&path, &data).unwrap();
@@ -139,7 +147,7 @@ fn gpu_loader_takes_cufile_when_asked_and_matches_the_bounce() {
 #[test]
 fn gpu_vram_exports_as_a_dma_buf() {
     let Some(ctx) = cuda() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let path = dir.path().join("d.bin");
     std::fs::write(&path, pattern(4 << 20)).unwrap();
     let r = probe_dma_buf(&ctx, 4 << 20, Some(&path)).unwrap();
