@@ -24,6 +24,7 @@ SUFFIX=.llmstream-orig
 # patches/<version>/) | how it was verified. Anything else is refused.
 SUPPORTED=(
     "550.163.01|os-mlock-pfnmap|dry-run against Debian nvidia-open-kernel-source 550.163.01-2"
+    "555.58.02|os-mlock-pfnmap|check, dry-run, apply, revert against Debian nvidia-open-kernel-source 555.58.02-2"
     "0.0.0-fixture|os-mlock-pfnmap geforce-p2p|test fixtures in dkms-patch/tests/fixtures"
 )
 

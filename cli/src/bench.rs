@@ -1,5 +1,8 @@
 //! `llmstream bench FILE`: every path measured in one run on a cold page cache, so the ratios
-//! between them hold even on a shared, noisy machine.
+//! between them hold even on a shared, noisy machine. With `--path`, the direct paths into VRAM
+//! instead (pinned bounce, cuFile, dma-buf), checked by checksum: see [`direct`].
+
+mod direct;
 
 use crate::common::parse_size;
 use anyhow::{Context as _, Result};
@@ -60,6 +63,17 @@ pub struct BenchArgs {
     /// Times each client streams every layer, for --daemon.
     #[arg(long, default_value_t = 3)]
     pub passes: u32,
+    /// Read the file into VRAM by these paths, verify each by CRC-32 and compare them
+    /// (bounce, cufile, both, dmabuf, all) instead of the storage benchmark.
+    #[arg(long, value_enum)]
+    pub path: Option<direct::PathSel>,
+    /// cuFile reader threads (with --path).
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// cuFile configuration (with --path): auto (a generated one allowing compatibility mode,
+    /// unless CUFILE_ENV_PATH_JSON is set), system, or a JSON file.
+    #[arg(long, default_value = "auto")]
+    pub cufile_config: String,
 }
 
 struct Ctxs {
@@ -107,7 +121,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.daemon {
         return crate::bench_daemon::run(&cfg, &a.file, &a.clients, a.passes, a.json);
     }
+    let cufile_config = match a.path {
+        Some(p) if p.uses_cufile() => direct::cufile_config(&a.cufile_config)?,
+        _ => String::new(),
+    };
     let ctx = Context::new(cfg.clone()).context("starting the streaming context")?;
+    if let Some(paths) = a.path {
+        let d = direct::DirectArgs {
+            file: a.file.clone(),
+            paths,
+            bytes: a.bytes,
+            chunk: a.chunk,
+            threads: a.threads,
+            cufile_config,
+            warm: a.warm,
+            json: a.json,
+        };
+        return direct::run(&ctx, &d);
+    }
     let src = ctx
         .open(&a.file)
         .with_context(|| format!("opening {}", a.file.display()))?;

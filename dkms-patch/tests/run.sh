@@ -119,6 +119,38 @@ expect_out "geforce-p2p reported not applicable" "geforce-p2p: not applicable"
 run "dkms revert" 0 --revert --src "$S" --root "$R"
 cmp -s "$S/nvidia/os-mlock.c" "$FIX/dkms-0.0.0-fixture/nvidia/os-mlock.c" && pass "dkms revert restored" || fail "dkms revert"
 
+# --- real driver versions: their own patches on excerpts of the real files ---------------
+for v in 550.163.01 555.58.02; do
+    fresh "dkms-$v-excerpt"
+    base=$(tree_sum "$S")
+    run "$v: check reports pending" 1 --check --src "$S" --root "$R"
+    expect_out "$v: version read from Kbuild" "driver $v; patches: os-mlock-pfnmap"
+    run "$v: dry-run" 0 --dry-run --src "$S" --root "$R"
+    [ "$(tree_sum "$S")" = "$base" ] && pass "$v: dry-run changed nothing" || fail "$v: dry-run changed files"
+    run "$v: apply" 0 --apply --src "$S" --root "$R"
+    grep -q '\*pfn = vma->vm_pgoff + page;' "$S/nvidia/os-mlock.c" \
+        && pass "$v: PFN derived from vm_pgoff" || fail "$v: os-mlock.c not patched"
+    grep -qx "version=$v" "$R/var/lib/llmstream/dkms-patch.state" \
+        && pass "$v: state records the version" || fail "$v: state wrong"
+    patched=$(tree_sum "$S")
+    run "$v: apply twice" 0 --apply --src "$S" --root "$R"
+    [ "$(tree_sum "$S")" = "$patched" ] && pass "$v: idempotent" || fail "$v: second apply changed files"
+    run "$v: check after apply" 0 --check --src "$S" --root "$R"
+    run "$v: revert" 0 --revert --src "$S" --root "$R"
+    [ "$(tree_sum "$S")" = "$base" ] && pass "$v: revert restored the tree" || fail "$v: revert left differences"
+done
+# Each version's patch fits its own release only: 555.58.02's file under 550.163.01's name
+# (and the reverse) is a conflict, and nothing changes.
+for pair in "550.163.01 555.58.02" "555.58.02 550.163.01"; do
+    read -r have claim <<< "$pair"
+    fresh "dkms-$have-excerpt"
+    sed -i "s/$have/$claim/" "$S/Kbuild"
+    before=$(tree_sum "$S")
+    run "$have tree labelled $claim: apply refused" 1 --apply --src "$S" --root "$R"
+    expect_out "$have tree labelled $claim: conflict named" "does not apply"
+    [ "$(tree_sum "$S")" = "$before" ] && pass "$have tree labelled $claim: nothing changed" || fail "mislabelled tree changed"
+done
+
 # --- usage ------------------------------------------------------------------------------
 run "no mode is a usage error" 2 --src "$S"
 run "missing source dir" 1 --check --src "$WORK/nope"

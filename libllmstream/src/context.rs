@@ -103,6 +103,11 @@ impl Context {
         })
     }
 
+    /// The backend itself, for the direct paths (cuFile, dma-buf) in `backend::direct`.
+    pub(crate) fn backend_arc(&self) -> &Arc<Backend> {
+        &self.inner.backend
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> BackendKind {
         self.inner.backend.kind()
@@ -384,8 +389,13 @@ impl Buffer {
         }
     }
 
+    /// The memory, kept alive by whoever holds the `Arc` (cuFile buffer registrations).
+    pub(crate) fn memory(&self) -> &Arc<Memory> {
+        &self.mem
+    }
+
     /// Mark a read in flight; refused while the bytes are borrowed.
-    fn mark_busy(&self) -> Result<DestMem> {
+    pub(crate) fn mark_busy(&self) -> Result<DestMem> {
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             if cur < 0 {

@@ -91,6 +91,9 @@ pub enum Error {
         /// The driver's message.
         message: String,
     },
+    /// A cuFile (GPUDirect Storage) call failed or libcufile is unusable; carries cuFile's code.
+    #[error(transparent)]
+    CuFile(#[from] crate::backend::cufile::CuFileError),
     /// Memory could not be allocated.
     #[error("out of {what} memory: {bytes} bytes requested")]
     OutOfMemory {
@@ -139,6 +142,7 @@ impl Error {
             Error::DirectUnsupported { .. } => "direct_unsupported",
             Error::BackendUnavailable { .. } => "backend_unavailable",
             Error::Cuda { .. } => "cuda",
+            Error::CuFile(_) => "cufile",
             Error::OutOfMemory { .. } => "out_of_memory",
             Error::InvalidArgument(_) => "invalid_argument",
             Error::Config { .. } => "config",

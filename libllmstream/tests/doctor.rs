@@ -43,6 +43,9 @@ fn no_gpu() {
     assert_eq!(verdict(&r, "topology"), Verdict::Unknown);
     assert_eq!(verdict(&r, "iommu"), Verdict::Warn);
     assert!(r.check("bar1").is_none());
+    assert_eq!(verdict(&r, "dma_buf"), Verdict::Unknown);
+    assert_eq!(verdict(&r, "cufile"), Verdict::Unknown);
+    assert!(detail(&r, "cufile").contains("not found"));
     assert_eq!(r.path, DataPath::PinnedBounce);
     assert_eq!(r.platform_best, DataPath::PinnedBounce);
     assert!(r.path_reason.contains("no NVIDIA GPU"));
@@ -93,6 +96,10 @@ fn gpu_no_p2p() {
     assert_eq!(p2p.verdict, Verdict::Fail);
     assert!(p2p.detail.contains("proprietary"));
     assert_eq!(verdict(&r, "gds"), Verdict::Warn);
+    let dma = r.check("dma_buf").unwrap();
+    assert_eq!(dma.verdict, Verdict::Fail);
+    assert!(dma.detail.contains("proprietary"), "{}", dma.detail);
+    assert_eq!(verdict(&r, "cufile"), Verdict::Unknown);
     assert_eq!(verdict(&r, "dkms_patch"), Verdict::Warn);
     assert_eq!(r.path, DataPath::PinnedBounce);
     assert_eq!(r.platform_best, DataPath::PinnedBounce);
@@ -111,9 +118,21 @@ fn patched_geforce() {
     assert!(detail(&r, "p2p_dma_buf").contains("patch"));
     assert_eq!(verdict(&r, "dkms_patch"), Verdict::Ok);
     assert!(detail(&r, "kernel").contains("follow_pfnmap_start"));
+    let dma = r.check("dma_buf").unwrap();
+    assert_eq!(dma.verdict, Verdict::Warn);
+    assert!(
+        dma.detail.contains("exported as a dma-buf"),
+        "{}",
+        dma.detail
+    );
+    assert!(dma.detail.contains("--path dmabuf"), "{}", dma.detail);
     assert_eq!(r.platform_best, DataPath::DmaBuf);
     assert_eq!(r.path, DataPath::PinnedBounce);
-    assert!(r.path_reason.contains("only path llmstream implements"));
+    assert!(
+        r.path_reason.contains("cannot register dma-bufs"),
+        "{}",
+        r.path_reason
+    );
 }
 
 #[test]
@@ -134,10 +153,23 @@ fn gds_present() {
     assert_eq!(verdict(&r, "p2p_dma_buf"), Verdict::Ok);
     let gds = r.check("gds").unwrap();
     assert_eq!(gds.verdict, Verdict::Ok);
-    assert!(gds.detail.contains("not probed"));
+    assert!(gds.detail.contains("libcufile present"), "{}", gds.detail);
+    // The fixture holds /usr/local/cuda/lib64/libcufile.so.0: found, never loaded.
+    let cf = r.check("cufile").unwrap();
+    assert_eq!(cf.verdict, Verdict::Ok);
+    assert!(
+        cf.detail.contains("/usr/local/cuda/lib64/libcufile.so.0"),
+        "{}",
+        cf.detail
+    );
+    assert!(cf.detail.contains("not loaded"), "{}", cf.detail);
+    assert_eq!(verdict(&r, "dma_buf"), Verdict::Warn);
     assert_eq!(verdict(&r, "dkms_patch"), Verdict::Ok);
     assert_eq!(r.platform_best, DataPath::Gds);
-    assert_eq!(r.path, DataPath::PinnedBounce);
+    assert_eq!(r.path, DataPath::Gds);
+    assert!(r.path_reason.contains("cuFile"), "{}", r.path_reason);
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["path"], "gds");
 }
 
 #[test]

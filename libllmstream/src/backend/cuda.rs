@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use cudarc::driver::sys;
 use std::ffi::c_void;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 fn check(op: &'static str, r: sys::CUresult) -> Result<()> {
@@ -241,6 +242,56 @@ impl CudaBackend {
             len: bytes,
             shared: Arc::clone(&self.shared),
         })
+    }
+
+    /// Whether the device can export its memory as a dma-buf
+    /// (`CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED`).
+    pub fn dma_buf_supported(&self) -> Result<bool> {
+        self.shared.bind()?;
+        let mut v = 0;
+        // SAFETY: valid out-pointer; `dev` is this backend's device.
+        check("cuDeviceGetAttribute", unsafe {
+            sys::cuDeviceGetAttribute(
+                &mut v,
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED,
+                self.shared.dev,
+            )
+        })?;
+        Ok(v != 0)
+    }
+
+    /// Export `size` bytes of device memory at `ptr` as a dma-buf file descriptor
+    /// (`cuMemGetHandleForAddressRange`), forcing a PCIe (BAR1) mapping when `pcie` is set.
+    /// `ptr` and `size` must be multiples of the host page size.
+    ///
+    /// The caller keeps the memory allocated while the fd (or any importer of it) lives.
+    pub fn export_dma_buf(&self, ptr: u64, size: usize, pcie: bool) -> Result<OwnedFd> {
+        self.shared.bind()?;
+        let mut fd: std::ffi::c_int = -1;
+        let flags = if pcie {
+            sys::CUmemRangeFlags::CU_MEM_RANGE_FLAG_DMA_BUF_MAPPING_TYPE_PCIE as u64
+        } else {
+            0
+        };
+        // SAFETY: for DMA_BUF_FD the handle out-parameter is an `int`; the range is checked by
+        // the driver against its allocations (an error, not UB, when it is not ours).
+        check("cuMemGetHandleForAddressRange", unsafe {
+            sys::cuMemGetHandleForAddressRange(
+                (&mut fd as *mut std::ffi::c_int).cast::<c_void>(),
+                ptr,
+                size,
+                sys::CUmemRangeHandleType::CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD,
+                flags,
+            )
+        })?;
+        if fd < 0 {
+            return Err(Error::Cuda {
+                op: "cuMemGetHandleForAddressRange",
+                message: format!("returned success but fd {fd}"),
+            });
+        }
+        // SAFETY: the driver just created `fd` for this process and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// The classic bandwidth-test baseline: synchronous cuMemcpyHtoD of a resident pinned

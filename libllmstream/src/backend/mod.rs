@@ -6,6 +6,9 @@
 //! "device" memory is plain host memory and copies are memcpy.
 
 pub(crate) mod cuda;
+pub mod cufile;
+pub mod direct;
+pub mod dmabuf;
 
 use crate::error::{Error, Result};
 use crate::staging::AlignedBuf;

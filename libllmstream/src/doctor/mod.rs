@@ -3,8 +3,9 @@
 //! `O_DIRECT`, `dlopen`) when the root is `/`. Nothing here changes the system.
 //!
 //! Each finding is a [`Check`]; [`diagnose`] collects them into a [`Report`] that also names the
-//! data path llmstream takes (today always [`DataPath::PinnedBounce`], the only one implemented)
-//! and the best path the platform would allow.
+//! data path llmstream takes ([`DataPath::Gds`] through cuFile when nvidia-fs is loaded and
+//! libcufile is present, else [`DataPath::PinnedBounce`]) and the best path the platform would
+//! allow.
 
 mod host;
 mod nvidia;
@@ -166,8 +167,11 @@ pub fn diagnose(view: &SystemView, opts: &Options) -> Report {
     let p2p = nvidia::p2p_check(&gpus, driver.as_ref(), dkms.as_ref());
     let p2p_ok = p2p.verdict == Verdict::Ok;
     checks.push(p2p);
+    let dma = nvidia::dma_buf_probe(view, &gpus, driver.as_ref());
+    checks.push(nvidia::dma_buf_check(&gpus, driver.as_ref(), &dma));
     let gds = nvidia::gds(view);
     checks.push(nvidia::gds_check(&gpus, &gds));
+    checks.push(nvidia::cufile_check(&gpus, &gds));
     checks.push(nvidia::dkms_check(&gpus, driver.as_ref(), dkms.as_ref()));
 
     let choice = path::choose(!gpus.is_empty(), driver.is_some(), &gds, p2p_ok);

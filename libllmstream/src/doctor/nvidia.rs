@@ -192,29 +192,52 @@ pub(super) fn p2p_check(gpus: &[Gpu], driver: Option<&Driver>, dkms: Option<&Dkm
 #[derive(Debug, Clone)]
 pub(super) struct Gds {
     pub nvidia_fs: bool,
-    /// Whether libcufile loads; `None` when not probed (root is not `/`).
+    /// Whether libcufile loads (live) or is installed (fixture root); `None` when unknown.
     pub cufile: Option<bool>,
+    /// Which libcufile, its version, or why it does not load.
+    pub cufile_detail: String,
 }
+
+/// Where distributions and the CUDA toolkit install libcufile, for fixture roots.
+const CUFILE_PATHS: &[&str] = &[
+    "/usr/local/cuda/lib64/libcufile.so.0",
+    "/usr/local/cuda/targets/x86_64-linux/lib/libcufile.so.0",
+    "/usr/lib/x86_64-linux-gnu/libcufile.so.0",
+    "/usr/lib64/libcufile.so.0",
+];
 
 pub(super) fn gds(view: &SystemView) -> Gds {
     let nvidia_fs = view.exists("/proc/driver/nvidia-fs") || view.exists("/sys/module/nvidia_fs");
-    let cufile = view.is_live().then(cufile_loads);
-    Gds { nvidia_fs, cufile }
-}
-
-/// Whether `libcufile.so` can be loaded (then closed again).
-fn cufile_loads() -> bool {
-    for name in [c"libcufile.so.0", c"libcufile.so"] {
-        // SAFETY: `name` is a NUL-terminated string; dlopen has no other preconditions. The
-        // library's constructors run, as for any user of it.
-        let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL) };
-        if !h.is_null() {
-            // SAFETY: `h` is a handle returned by dlopen above and not used afterwards.
-            unsafe { libc::dlclose(h) };
-            return true;
-        }
+    if view.is_live() {
+        // The same loader the cuFile backend uses (kept loaded: libcufile is not unloaded).
+        return match crate::backend::cufile::probe_library() {
+            Ok(info) => Gds {
+                nvidia_fs,
+                cufile: Some(true),
+                cufile_detail: match info.version {
+                    Some(v) => format!("{} loads (cuFile version {v})", info.path),
+                    None => format!("{} loads", info.path),
+                },
+            },
+            Err(e) => Gds {
+                nvidia_fs,
+                cufile: Some(false),
+                cufile_detail: e.to_string(),
+            },
+        };
     }
-    false
+    match CUFILE_PATHS.iter().find(|p| view.exists(p)) {
+        Some(p) => Gds {
+            nvidia_fs,
+            cufile: Some(true),
+            cufile_detail: format!("{p} installed (root is not /: found, not loaded)"),
+        },
+        None => Gds {
+            nvidia_fs,
+            cufile: None,
+            cufile_detail: "libcufile not probed (root is not /) and not found below it".into(),
+        },
+    }
 }
 
 pub(super) fn gds_check(gpus: &[Gpu], gds: &Gds) -> Check {
@@ -223,8 +246,8 @@ pub(super) fn gds_check(gpus: &[Gpu], gds: &Gds) -> Check {
         return Check::new(NAME, Verdict::Unknown, "no NVIDIA GPU");
     }
     let lib = match gds.cufile {
-        Some(true) => "libcufile loads",
-        Some(false) => "libcufile not found",
+        Some(true) => "libcufile present",
+        Some(false) => "libcufile not loadable",
         None => "libcufile not probed (root is not /)",
     };
     match (gds.nvidia_fs, gds.cufile) {
@@ -239,6 +262,105 @@ pub(super) fn gds_check(gpus: &[Gpu], gds: &Gds) -> Check {
         .fix("install and load nvidia-fs (nvidia-gds package; modprobe nvidia_fs)"),
         (false, _) => Check::new(NAME, Verdict::Warn, format!("nvidia-fs not loaded; {lib}"))
             .fix("for GPUDirect Storage install nvidia-gds (data-centre GPUs; needs the open module)"),
+    }
+}
+
+pub(super) fn cufile_check(gpus: &[Gpu], gds: &Gds) -> Check {
+    const NAME: &str = "cufile";
+    if gpus.is_empty() {
+        return Check::new(
+            NAME,
+            Verdict::Unknown,
+            format!("no NVIDIA GPU; {}", gds.cufile_detail),
+        );
+    }
+    match (gds.cufile, gds.nvidia_fs) {
+        (Some(true), true) => Check::new(
+            NAME,
+            Verdict::Ok,
+            format!("{}; nvidia-fs loaded: cuFile reads NVMe straight into VRAM (GDS)", gds.cufile_detail),
+        ),
+        (Some(true), false) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!(
+                "{}; without nvidia-fs cuFile runs in compatibility mode (pread into its own host buffers, then a copy): no gain over llmstream's pinned bounce, measure with `llmstream bench FILE --path both`",
+                gds.cufile_detail
+            ),
+        )
+        .fix("for GPUDirect Storage load nvidia-fs (nvidia-gds package; data-centre GPUs, open module)"),
+        (Some(false), _) => Check::new(NAME, Verdict::Warn, gds.cufile_detail.clone())
+            .fix("install libcufile (CUDA toolkit component libcufile / Debian libcufile0) and put it on the loader path (LD_LIBRARY_PATH=/usr/local/cuda/lib64), or set LLMSTREAM_CUFILE_LIB"),
+        (None, _) => Check::new(NAME, Verdict::Unknown, gds.cufile_detail.clone()),
+    }
+}
+
+/// What the GPU says about dma-buf export, probed live through CUDA.
+#[derive(Debug, Clone)]
+pub(super) enum DmaBufProbe {
+    /// Not probed (fixture root, no GPU or driver).
+    NotProbed,
+    /// `CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED` of device 0.
+    Attribute(bool),
+    /// CUDA could not be started.
+    NoCuda(String),
+}
+
+pub(super) fn dma_buf_probe(
+    view: &SystemView,
+    gpus: &[Gpu],
+    driver: Option<&Driver>,
+) -> DmaBufProbe {
+    if !view.is_live() || gpus.is_empty() || driver.is_none() {
+        return DmaBufProbe::NotProbed;
+    }
+    match crate::backend::cuda::CudaBackend::new(0).and_then(|c| c.dma_buf_supported()) {
+        Ok(b) => DmaBufProbe::Attribute(b),
+        Err(e) => DmaBufProbe::NoCuda(e.to_string()),
+    }
+}
+
+/// io_uring's side: mainline kernels cannot register a dma-buf as a fixed buffer for block
+/// reads; llmstream probes it at run time (`bench --path dmabuf`).
+const URING_DMABUF: &str = "io_uring READ_FIXED into a dma-buf needs dma-buf registered buffers for block I/O, proposed upstream and not in mainline kernels: llmstream probes it at run time (llmstream bench FILE --path dmabuf) and otherwise stays on the pinned bounce";
+
+pub(super) fn dma_buf_check(gpus: &[Gpu], driver: Option<&Driver>, probe: &DmaBufProbe) -> Check {
+    const NAME: &str = "dma_buf";
+    if gpus.is_empty() {
+        return Check::new(NAME, Verdict::Unknown, "no NVIDIA GPU");
+    }
+    let Some(d) = driver else {
+        return Check::new(NAME, Verdict::Fail, "no NVIDIA driver loaded");
+    };
+    match (d.open, probe) {
+        (_, DmaBufProbe::Attribute(false)) => Check::new(
+            NAME,
+            Verdict::Fail,
+            "CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0: the driver cannot export VRAM as a dma-buf",
+        )
+        .fix("use the open kernel modules (r515 or later) on a Turing or newer GPU"),
+        (_, DmaBufProbe::Attribute(true)) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 1: VRAM exports as a dma-buf (cuMemGetHandleForAddressRange); {URING_DMABUF}"),
+        ),
+        (Some(false), _) => Check::new(
+            NAME,
+            Verdict::Fail,
+            "proprietary kernel module: no dma-buf export of VRAM",
+        )
+        .fix("install the open kernel modules of the same version"),
+        (Some(true), DmaBufProbe::NoCuda(why)) => Check::new(
+            NAME,
+            Verdict::Unknown,
+            format!("open module, but CUDA could not be started to ask the device: {why}"),
+        ),
+        (Some(true), DmaBufProbe::NotProbed) => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!("open module: VRAM can be exported as a dma-buf (device attribute not probed: root is not /); {URING_DMABUF}"),
+        ),
+        (None, _) => Check::new(NAME, Verdict::Unknown, "kernel module flavour unknown"),
     }
 }
 

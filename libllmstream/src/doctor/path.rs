@@ -9,11 +9,10 @@ pub(super) struct Choice {
     pub platform_best: DataPath,
 }
 
-/// Prefer GDS with nvidia-fs, then dma-buf P2P, then the pinned bounce. Only the pinned bounce
-/// is implemented today, so that is what llmstream takes; the reason names what the platform
-/// would allow.
+/// Prefer GDS (cuFile with nvidia-fs), then dma-buf P2P, then the pinned bounce. GDS is taken
+/// when nvidia-fs is loaded and libcufile is present; dma-buf stays a platform capability until
+/// io_uring can register dma-bufs for block reads (probed by `llmstream bench --path dmabuf`).
 pub(super) fn choose(has_gpu: bool, has_driver: bool, gds: &Gds, p2p_ok: bool) -> Choice {
-    const ONLY: &str = "pinned_bounce is the only path llmstream implements today";
     if !has_gpu {
         return Choice {
             path: DataPath::PinnedBounce,
@@ -30,30 +29,41 @@ pub(super) fn choose(has_gpu: bool, has_driver: bool, gds: &Gds, p2p_ok: bool) -
             platform_best: DataPath::PinnedBounce,
         };
     }
-    let (best, why) = if gds.nvidia_fs && gds.cufile != Some(false) {
-        (
-            DataPath::Gds,
-            "nvidia-fs is loaded, so cuFile/GDS could read NVMe straight into VRAM",
-        )
-    } else if p2p_ok {
-        (
-            DataPath::DmaBuf,
-            "the open module allows P2P, so VRAM could be a dma-buf target of io_uring reads",
-        )
-    } else {
-        (
-            DataPath::PinnedBounce,
-            "neither nvidia-fs nor dma-buf P2P is available",
-        )
-    };
-    let reason = if best == DataPath::PinnedBounce {
-        format!("{why}: O_DIRECT into page-locked staging, then host-to-device copies")
-    } else {
-        format!("{why}; but {ONLY}")
-    };
+    if gds.nvidia_fs {
+        match gds.cufile {
+            Some(true) => {
+                return Choice {
+                    path: DataPath::Gds,
+                    reason: "nvidia-fs is loaded and libcufile is present: cuFile reads NVMe straight into VRAM (falling back to the pinned bounce if the driver refuses to open)".into(),
+                    platform_best: DataPath::Gds,
+                }
+            }
+            Some(false) => {
+                return Choice {
+                    path: DataPath::PinnedBounce,
+                    reason: "nvidia-fs is loaded but libcufile does not load: O_DIRECT into page-locked staging, then host-to-device copies".into(),
+                    platform_best: DataPath::Gds,
+                }
+            }
+            None => {
+                return Choice {
+                    path: DataPath::PinnedBounce,
+                    reason: "nvidia-fs is loaded but libcufile was not found: O_DIRECT into page-locked staging, then host-to-device copies".into(),
+                    platform_best: DataPath::Gds,
+                }
+            }
+        }
+    }
+    if p2p_ok {
+        return Choice {
+            path: DataPath::PinnedBounce,
+            reason: "the open module allows P2P, so VRAM could be a dma-buf target of io_uring reads; but mainline io_uring cannot register dma-bufs for block reads (probe: llmstream bench FILE --path dmabuf), so O_DIRECT into page-locked staging, then host-to-device copies".into(),
+            platform_best: DataPath::DmaBuf,
+        };
+    }
     Choice {
         path: DataPath::PinnedBounce,
-        reason,
-        platform_best: best,
+        reason: "neither nvidia-fs nor dma-buf P2P is available: O_DIRECT into page-locked staging, then host-to-device copies".into(),
+        platform_best: DataPath::PinnedBounce,
     }
 }

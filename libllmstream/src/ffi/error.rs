@@ -204,7 +204,7 @@ impl From<Error> for FfiError {
             Error::UringUnavailable { .. } => lls_status::UringUnavailable,
             Error::DirectUnsupported { .. } => lls_status::DirectUnsupported,
             Error::BackendUnavailable { .. } => lls_status::BackendUnavailable,
-            Error::Cuda { .. } => lls_status::Cuda,
+            Error::Cuda { .. } | Error::CuFile(_) => lls_status::Cuda,
             Error::OutOfMemory { .. } => lls_status::OutOfMemory,
             Error::InvalidArgument(_) => lls_status::InvalidArgument,
             Error::Config { .. } => lls_status::InvalidConfig,
