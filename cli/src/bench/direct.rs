@@ -207,20 +207,24 @@ fn run_cufile(
 ) -> Result<Outcome> {
     let config = a.cufile_config.clone();
     let nvfs = nvidia_fs_loaded();
+    let unavailable = |e: String| Outcome {
+        json: json!({
+            "ok": false, "error": e, "config": config,
+            "nvidia_fs": nvfs, "fallback": "pinned_bounce",
+        }),
+        gbps: None,
+    };
     let session = match CuFileSession::new(ctx) {
         Ok(s) => s,
-        Err(e) => {
-            return Ok(Outcome {
-                json: json!({
-                    "ok": false, "error": e.to_string(), "config": config,
-                    "nvidia_fs": nvfs, "fallback": "pinned_bounce",
-                }),
-                gbps: None,
-            })
-        }
+        Err(e) => return Ok(unavailable(e.to_string())),
     };
     poison(ctx, buf, bytes)?;
-    let file = session.open(&a.file)?;
+    // cuFile refuses some files outright (e.g. when it cannot read the volume's attributes
+    // from udev): that is cuFile being unavailable for this file, not a failed benchmark.
+    let file = match session.open(&a.file) {
+        Ok(f) => f,
+        Err(e) => return Ok(unavailable(e.to_string())),
+    };
     let registered = session.register(buf);
     let reg_json = match &registered {
         Ok(_) => json!(true),
