@@ -3,7 +3,7 @@
 use anyhow::{Context as _, Result};
 use llmstream_infer::chat::{ChatMessage, ChatTemplate};
 use llmstream_infer::gpu::plan::Tier;
-use llmstream_infer::gpu::{GpuConfig, GpuSession};
+use llmstream_infer::gpu::{GpuConfig, GpuSession, Split};
 use llmstream_infer::tokenizer::Tokenizer;
 use llmstream_infer::{Engine, Generation, InferError, KvType, Sampler, SamplerConfig, State};
 use std::io::{BufRead, IsTerminal, Write};
@@ -28,6 +28,14 @@ pub struct ModelArgs {
     /// Streamed layers copied ahead of use on the GPU.
     #[arg(long, default_value_t = 2)]
     pub depth: usize,
+    /// Layers outside VRAM: `gpu` streams them all over the link, `cpu` computes the pinned-RAM
+    /// ones on the CPU, `auto` splits those between the CPU and the link by measured rates
+    /// (hybrid decode).
+    #[arg(long, default_value = "gpu")]
+    pub split: String,
+    /// Layers the CPU computes, whatever the plan (comma-separated indices; overrides --split).
+    #[arg(long, value_delimiter = ',')]
+    pub cpu_layers: Option<Vec<usize>>,
     /// CPU threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -185,6 +193,7 @@ impl Runner {
                     "backend": "cuda",
                     "load_secs": session.engine.load_secs,
                     "plan": session.engine.plan.to_json(),
+                    "cpu_gbps_probe": session.engine.cpu_bps / 1e9,
                     "per_token": st.decode.to_json(),
                     "cpu_ms_per_token": st.cpu_ms_per_token,
                 });
@@ -200,10 +209,11 @@ impl Runner {
             Runner::Gpu { session, .. } => {
                 let p = &session.engine.plan;
                 format!(
-                    " on the GPU; layers: {} vram, {} ram, {} storage",
+                    " on the GPU; layers: {} vram, {} ram, {} storage, {} cpu",
                     p.count(Tier::Vram),
                     p.count(Tier::Ram),
-                    p.count(Tier::Storage)
+                    p.count(Tier::Storage),
+                    p.count(Tier::Cpu)
                 )
             }
         }
@@ -224,8 +234,17 @@ impl ModelArgs {
             ram_budget: self.ram_budget,
             depth: self.depth.max(1),
             n_ctx: self.ctx_size,
+            split: self
+                .split
+                .parse::<Split>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            cpu_layers: self.cpu_layers.clone(),
             ..GpuConfig::default()
         };
+        if let Some(t) = self.threads {
+            // the CPU layers of a hybrid split run on the quant pool
+            llmstream_infer::quant::set_threads(t)?;
+        }
         match GpuSession::load(&self.model, cfg) {
             Ok(s) => Ok(Runner::Gpu {
                 session: Box::new(s),

@@ -5,7 +5,7 @@ use crate::error::{InferError, Result};
 use crate::kv::{KvCache, KvType};
 use crate::ops;
 use crate::quant;
-use crate::weights::{Tensor, Weights};
+use crate::weights::{LayerWeights, Tensor, Weights};
 use half::f16;
 
 /// A loaded model ready to run.
@@ -30,7 +30,7 @@ pub struct State {
 
 /// Activations of one forward call, kept between calls so decoding allocates nothing.
 #[derive(Debug, Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     x: Vec<f32>,
     h: Vec<f32>,
     q: Vec<f32>,
@@ -63,6 +63,24 @@ impl State {
         self.pos = 0;
     }
 
+    /// A state whose cache holds `n_layers` layers of `hp`'s shape.
+    pub(crate) fn for_layers(hp: &HParams, n_layers: usize, n_ctx: usize, kv_type: KvType) -> Self {
+        let width = hp.n_head_kv * hp.head_dim;
+        State {
+            kv: KvCache::new(kv_type, n_layers, n_ctx, width),
+            pos: 0,
+            rope: Vec::with_capacity(hp.n_rot / 2),
+            keys: vec![0.0; n_ctx * width],
+            vals: vec![0.0; n_ctx * width],
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Set the next position (a caller that keeps its own count, as the hybrid GPU engine).
+    pub(crate) fn set_pos(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// Keep only the first `n` positions (drop a suffix, e.g. to re-use a chat prefix).
     pub fn truncate(&mut self, n: usize) {
         self.pos = self.pos.min(n);
@@ -92,16 +110,7 @@ fn matmul_with(
 impl Transformer {
     /// A fresh state with room for `n_ctx` positions.
     pub fn new_state(&self, n_ctx: usize, kv_type: KvType) -> State {
-        let hp = &self.hp;
-        let width = hp.n_head_kv * hp.head_dim;
-        State {
-            kv: KvCache::new(kv_type, hp.n_layer, n_ctx, width),
-            pos: 0,
-            rope: Vec::with_capacity(hp.n_rot / 2),
-            keys: vec![0.0; n_ctx * width],
-            vals: vec![0.0; n_ctx * width],
-            scratch: Scratch::default(),
-        }
+        State::for_layers(&self.hp, self.hp.n_layer, n_ctx, kv_type)
     }
 
     /// Vocabulary size (rows of the output matrix).
@@ -123,9 +132,7 @@ impl Transformer {
                 st.kv.n_ctx()
             )));
         }
-        let (d, hd) = (hp.n_embd, hp.head_dim);
-        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
-        let group = hp.n_head / hp.n_head_kv;
+        let d = hp.n_embd;
 
         // Embeddings.
         let emb = &self.w.token_embd;
@@ -133,7 +140,8 @@ impl Transformer {
             .map_err(|_| InferError::Invalid("embedding row size".into()))?;
         // Taken out of the state for the call (a failed call just reallocates next time).
         let mut sc = std::mem::take(&mut st.scratch);
-        let x = sized(&mut sc.x, n * d);
+        let mut xv = std::mem::take(&mut sc.x);
+        let x = sized(&mut xv, n * d);
         for (i, &t) in tokens.iter().enumerate() {
             let t = t as usize;
             if t >= emb.rows() {
@@ -147,103 +155,9 @@ impl Transformer {
                 .map_err(|e| InferError::Quant(e.to_string()))?;
         }
 
-        let h = sized(&mut sc.h, n * d);
-        let q = sized(&mut sc.q, n * qd);
-        let k = sized(&mut sc.k, n * kvd);
-        let v = sized(&mut sc.v, n * kvd);
-        let att = sized(&mut sc.att, n * qd);
-        let o = sized(&mut sc.o, n * d);
-        let g = sized(&mut sc.g, n * hp.n_ff);
-        let u = sized(&mut sc.u, n * hp.n_ff);
-        #[allow(clippy::cast_precision_loss)]
-        let kq_scale = 1.0 / (hd as f32).sqrt();
-        let f16_kv = st.kv.ty() == KvType::F16;
         let rope_freqs = self.w.rope_freqs.as_deref();
-
         for (li, lw) in self.w.layers.iter().enumerate() {
-            ops::rms_norm(x, &lw.attn_norm, hp.rms_eps, h);
-            matmul(&lw.wq, h, n, q)?;
-            matmul(&lw.wk, h, n, k)?;
-            matmul(&lw.wv, h, n, v)?;
-            if let Some(b) = &lw.bq {
-                ops::add_bias(q, b);
-            }
-            if let Some(b) = &lw.bk {
-                ops::add_bias(k, b);
-            }
-            if let Some(b) = &lw.bv {
-                ops::add_bias(v, b);
-            }
-            for i in 0..n {
-                let p = st.pos + i;
-                ops::rope_cache(
-                    p,
-                    hp.n_rot,
-                    hp.rope_freq_base,
-                    hp.rope_freq_scale,
-                    rope_freqs,
-                    &mut st.rope,
-                );
-                ops::rope_apply(
-                    &mut q[i * qd..(i + 1) * qd],
-                    hd,
-                    hp.n_rot,
-                    hp.rope_mode,
-                    &st.rope,
-                );
-                ops::rope_apply(
-                    &mut k[i * kvd..(i + 1) * kvd],
-                    hd,
-                    hp.n_rot,
-                    hp.rope_mode,
-                    &st.rope,
-                );
-                st.kv.store(
-                    li,
-                    p,
-                    &k[i * kvd..(i + 1) * kvd],
-                    &v[i * kvd..(i + 1) * kvd],
-                );
-            }
-            let total = st.pos + n;
-            st.kv.keys(li, total, &mut st.keys);
-            st.kv.values(li, total, &mut st.vals);
-            // One task per (token, head), on the quant pool; each head's arithmetic is the
-            // same whichever thread runs it.
-            let (keys, vals, pos, n_head) = (&st.keys[..], &st.vals[..], st.pos, hp.n_head);
-            let q_all: &[f32] = q;
-            quant::parallel_chunks_mut(att, hd, &|t, out| {
-                let (i, head) = (t / n_head, t % n_head);
-                let visible = pos + i + 1;
-                let kvh = head / group;
-                let qh = &q_all[i * qd + head * hd..i * qd + (head + 1) * hd];
-                ATTN.with(|cell| {
-                    let mut sc = cell.borrow_mut();
-                    let kv = KvView {
-                        keys,
-                        vals,
-                        kvh,
-                        kvd,
-                        hd,
-                        visible,
-                    };
-                    if f16_kv {
-                        attend_f16(&mut sc, &kv, qh, kq_scale, out);
-                    } else {
-                        let batched = ubatch_len(n, i) > 1;
-                        attend_f32(&mut sc, &kv, qh, kq_scale, batched, out);
-                    }
-                });
-            })
-            .map_err(|e| InferError::Quant(e.to_string()))?;
-            matmul(&lw.wo, att, n, o)?;
-            ops::add_assign(x, o);
-            ops::rms_norm(x, &lw.ffn_norm, hp.rms_eps, h);
-            matmul(&lw.w_gate, h, n, g)?;
-            matmul(&lw.w_up, h, n, u)?;
-            ops::swiglu(g, u);
-            matmul(&lw.w_down, g, n, o)?;
-            ops::add_assign(x, o);
+            layer_forward(hp, lw, rope_freqs, li, st, &mut sc, x, n)?;
         }
         st.pos += n;
         let last = &x[(n - 1) * d..];
@@ -257,9 +171,125 @@ impl Transformer {
             ..quant::MatOptions::default()
         };
         matmul_with(&self.w.output, &hn, 1, &mut logits, opts)?;
+        sc.x = xv;
         st.scratch = sc;
         Ok(logits)
     }
+}
+
+/// One transformer layer on the CPU: `n` tokens (`x`, `[n][n_embd]`, updated in place) at
+/// positions `st.pos..`, keys and values stored in layer `kv_layer` of the state's cache.
+#[allow(clippy::too_many_arguments)] // the layer, its cache slot, the state and activations
+pub(crate) fn layer_forward(
+    hp: &HParams,
+    lw: &LayerWeights,
+    rope_freqs: Option<&[f32]>,
+    kv_layer: usize,
+    st: &mut State,
+    sc: &mut Scratch,
+    x: &mut [f32],
+    n: usize,
+) -> Result<()> {
+    let (d, hd) = (hp.n_embd, hp.head_dim);
+    let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
+    let group = hp.n_head / hp.n_head_kv;
+    let li = kv_layer;
+    let h = sized(&mut sc.h, n * d);
+    let q = sized(&mut sc.q, n * qd);
+    let k = sized(&mut sc.k, n * kvd);
+    let v = sized(&mut sc.v, n * kvd);
+    let att = sized(&mut sc.att, n * qd);
+    let o = sized(&mut sc.o, n * d);
+    let g = sized(&mut sc.g, n * hp.n_ff);
+    let u = sized(&mut sc.u, n * hp.n_ff);
+    #[allow(clippy::cast_precision_loss)]
+    let kq_scale = 1.0 / (hd as f32).sqrt();
+    let f16_kv = st.kv.ty() == KvType::F16;
+
+    ops::rms_norm(x, &lw.attn_norm, hp.rms_eps, h);
+    matmul(&lw.wq, h, n, q)?;
+    matmul(&lw.wk, h, n, k)?;
+    matmul(&lw.wv, h, n, v)?;
+    if let Some(b) = &lw.bq {
+        ops::add_bias(q, b);
+    }
+    if let Some(b) = &lw.bk {
+        ops::add_bias(k, b);
+    }
+    if let Some(b) = &lw.bv {
+        ops::add_bias(v, b);
+    }
+    for i in 0..n {
+        let p = st.pos + i;
+        ops::rope_cache(
+            p,
+            hp.n_rot,
+            hp.rope_freq_base,
+            hp.rope_freq_scale,
+            rope_freqs,
+            &mut st.rope,
+        );
+        ops::rope_apply(
+            &mut q[i * qd..(i + 1) * qd],
+            hd,
+            hp.n_rot,
+            hp.rope_mode,
+            &st.rope,
+        );
+        ops::rope_apply(
+            &mut k[i * kvd..(i + 1) * kvd],
+            hd,
+            hp.n_rot,
+            hp.rope_mode,
+            &st.rope,
+        );
+        st.kv.store(
+            li,
+            p,
+            &k[i * kvd..(i + 1) * kvd],
+            &v[i * kvd..(i + 1) * kvd],
+        );
+    }
+    let total = st.pos + n;
+    st.kv.keys(li, total, &mut st.keys);
+    st.kv.values(li, total, &mut st.vals);
+    // One task per (token, head), on the quant pool; each head's arithmetic is the
+    // same whichever thread runs it.
+    let (keys, vals, pos, n_head) = (&st.keys[..], &st.vals[..], st.pos, hp.n_head);
+    let q_all: &[f32] = q;
+    quant::parallel_chunks_mut(att, hd, &|t, out| {
+        let (i, head) = (t / n_head, t % n_head);
+        let visible = pos + i + 1;
+        let kvh = head / group;
+        let qh = &q_all[i * qd + head * hd..i * qd + (head + 1) * hd];
+        ATTN.with(|cell| {
+            let mut sc = cell.borrow_mut();
+            let kv = KvView {
+                keys,
+                vals,
+                kvh,
+                kvd,
+                hd,
+                visible,
+            };
+            if f16_kv {
+                attend_f16(&mut sc, &kv, qh, kq_scale, out);
+            } else {
+                let batched = ubatch_len(n, i) > 1;
+                attend_f32(&mut sc, &kv, qh, kq_scale, batched, out);
+            }
+        });
+    })
+    .map_err(|e| InferError::Quant(e.to_string()))?;
+    matmul(&lw.wo, att, n, o)?;
+    ops::add_assign(x, o);
+    ops::rms_norm(x, &lw.ffn_norm, hp.rms_eps, h);
+    matmul(&lw.w_gate, h, n, g)?;
+    matmul(&lw.w_up, h, n, u)?;
+    ops::swiglu(g, u);
+    matmul(&lw.w_down, g, n, o)?;
+    ops::add_assign(x, o);
+    Ok(())
 }
 
 /// llama.cpp splits a prompt into micro-batches of this many tokens (its default `n_ubatch`).

@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod cpu_layers;
 pub mod engine;
 pub mod error;
 pub mod forward;

@@ -81,6 +81,94 @@ pub struct LayerWeights {
     pub w_gate: Tensor,
     pub w_up: Tensor,
     pub w_down: Tensor,
+    /// Bytes of the layer's span (what was read).
+    pub bytes: u64,
+}
+
+impl LayerWeights {
+    /// Load layer `i` of `model` through `ctx`: one bulk read of its span into host memory,
+    /// tensors as views into it.
+    pub fn load(ctx: &Context, model: &Model, hp: &HParams, i: usize) -> Result<Self> {
+        let g = model.gguf();
+        let need = |name: &str, t: Option<Tensor>| {
+            t.ok_or_else(|| InferError::Tensor {
+                name: name.into(),
+                problem: "is missing".into(),
+            })
+        };
+        let layer = model.layer(i)?;
+        // One bulk read of the layer's span; tensors are views into it.
+        let view = Arc::new(
+            model
+                .load_layer_owned(ctx, i, BufferKind::Host)?
+                .into_host_view()?,
+        );
+        let find = |suffix: &str| -> Option<Tensor> {
+            let name = format!("blk.{i}.{suffix}");
+            let &ti = layer
+                .tensors
+                .iter()
+                .find(|&&ti| g.tensors[ti].name == name)?;
+            let t = &g.tensors[ti];
+            let off = usize::try_from(t.offset - layer.span.start).ok()?;
+            let len = usize::try_from(t.size).ok()?;
+            Some(Tensor {
+                name,
+                ty: t.ggml_type,
+                dims: dims_of(t).ok()?,
+                bytes: Bytes::View {
+                    view: Arc::clone(&view),
+                    off,
+                    len,
+                },
+            })
+        };
+        let req = |suffix: &str| need(&format!("blk.{i}.{suffix}"), find(suffix));
+        let (d, kv) = (hp.n_embd, hp.n_head_kv * hp.head_dim);
+        let q_out = hp.n_head * hp.head_dim;
+        let lw = LayerWeights {
+            attn_norm: req("attn_norm.weight")?.to_f32()?,
+            wq: req("attn_q.weight")?,
+            wk: req("attn_k.weight")?,
+            wv: req("attn_v.weight")?,
+            wo: req("attn_output.weight")?,
+            bq: find("attn_q.bias").map(|t| t.to_f32()).transpose()?,
+            bk: find("attn_k.bias").map(|t| t.to_f32()).transpose()?,
+            bv: find("attn_v.bias").map(|t| t.to_f32()).transpose()?,
+            ffn_norm: req("ffn_norm.weight")?.to_f32()?,
+            w_gate: req("ffn_gate.weight")?,
+            w_up: req("ffn_up.weight")?,
+            w_down: req("ffn_down.weight")?,
+            bytes: view.len() as u64,
+        };
+        check_shape(&lw.wq, &[d, q_out])?;
+        check_shape(&lw.wk, &[d, kv])?;
+        check_shape(&lw.wv, &[d, kv])?;
+        check_shape(&lw.wo, &[q_out, d])?;
+        check_shape(&lw.w_gate, &[d, hp.n_ff])?;
+        check_shape(&lw.w_up, &[d, hp.n_ff])?;
+        check_shape(&lw.w_down, &[hp.n_ff, d])?;
+        let bias_ok = |b: &Option<Vec<f32>>, n: usize, name: &str| match b {
+            Some(b) if b.len() != n => Err(InferError::Tensor {
+                name: format!("blk.{i}.{name}"),
+                problem: format!("{} values, expected {n}", b.len()),
+            }),
+            _ => Ok(()),
+        };
+        bias_ok(&lw.bq, q_out, "attn_q.bias")?;
+        bias_ok(&lw.bk, kv, "attn_k.bias")?;
+        bias_ok(&lw.bv, kv, "attn_v.bias")?;
+        if lw.attn_norm.len() != d || lw.ffn_norm.len() != d {
+            return Err(InferError::Tensor {
+                name: format!("blk.{i}.attn_norm/ffn_norm"),
+                problem: "norm width differs from the embedding width".into(),
+            });
+        }
+        if hp.arch == Arch::Qwen2 && (lw.bq.is_none() || lw.bk.is_none() || lw.bv.is_none()) {
+            tracing::warn!("qwen2 layer {i} has no QKV biases");
+        }
+        Ok(lw)
+    }
 }
 
 /// All weights of a model.
@@ -176,77 +264,8 @@ impl Weights {
         }
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
-            let layer = model.layer(i)?;
-            // One bulk read of the layer's span; tensors are views into it.
-            let view = Arc::new(
-                model
-                    .load_layer_owned(ctx, i, BufferKind::Host)?
-                    .into_host_view()?,
-            );
-            bytes += view.len() as u64;
-            let find = |suffix: &str| -> Option<Tensor> {
-                let name = format!("blk.{i}.{suffix}");
-                let &ti = layer
-                    .tensors
-                    .iter()
-                    .find(|&&ti| g.tensors[ti].name == name)?;
-                let t = &g.tensors[ti];
-                let off = usize::try_from(t.offset - layer.span.start).ok()?;
-                let len = usize::try_from(t.size).ok()?;
-                Some(Tensor {
-                    name,
-                    ty: t.ggml_type,
-                    dims: dims_of(t).ok()?,
-                    bytes: Bytes::View {
-                        view: Arc::clone(&view),
-                        off,
-                        len,
-                    },
-                })
-            };
-            let req = |suffix: &str| need(&format!("blk.{i}.{suffix}"), find(suffix));
-            let (d, kv) = (hp.n_embd, hp.n_head_kv * hp.head_dim);
-            let q_out = hp.n_head * hp.head_dim;
-            let lw = LayerWeights {
-                attn_norm: req("attn_norm.weight")?.to_f32()?,
-                wq: req("attn_q.weight")?,
-                wk: req("attn_k.weight")?,
-                wv: req("attn_v.weight")?,
-                wo: req("attn_output.weight")?,
-                bq: find("attn_q.bias").map(|t| t.to_f32()).transpose()?,
-                bk: find("attn_k.bias").map(|t| t.to_f32()).transpose()?,
-                bv: find("attn_v.bias").map(|t| t.to_f32()).transpose()?,
-                ffn_norm: req("ffn_norm.weight")?.to_f32()?,
-                w_gate: req("ffn_gate.weight")?,
-                w_up: req("ffn_up.weight")?,
-                w_down: req("ffn_down.weight")?,
-            };
-            check_shape(&lw.wq, &[d, q_out])?;
-            check_shape(&lw.wk, &[d, kv])?;
-            check_shape(&lw.wv, &[d, kv])?;
-            check_shape(&lw.wo, &[q_out, d])?;
-            check_shape(&lw.w_gate, &[d, hp.n_ff])?;
-            check_shape(&lw.w_up, &[d, hp.n_ff])?;
-            check_shape(&lw.w_down, &[hp.n_ff, d])?;
-            let bias_ok = |b: &Option<Vec<f32>>, n: usize, name: &str| match b {
-                Some(b) if b.len() != n => Err(InferError::Tensor {
-                    name: format!("blk.{i}.{name}"),
-                    problem: format!("{} values, expected {n}", b.len()),
-                }),
-                _ => Ok(()),
-            };
-            bias_ok(&lw.bq, q_out, "attn_q.bias")?;
-            bias_ok(&lw.bk, kv, "attn_k.bias")?;
-            bias_ok(&lw.bv, kv, "attn_v.bias")?;
-            if lw.attn_norm.len() != d || lw.ffn_norm.len() != d {
-                return Err(InferError::Tensor {
-                    name: format!("blk.{i}.attn_norm/ffn_norm"),
-                    problem: "norm width differs from the embedding width".into(),
-                });
-            }
-            if hp.arch == Arch::Qwen2 && (lw.bq.is_none() || lw.bk.is_none() || lw.bv.is_none()) {
-                tracing::warn!("qwen2 layer {i} has no QKV biases");
-            }
+            let lw = LayerWeights::load(ctx, model, hp, i)?;
+            bytes += lw.bytes;
             layers.push(lw);
         }
         Ok(Self {

@@ -12,7 +12,7 @@
 
 use llmstream::{BackendChoice, Config, Context};
 use llmstream_infer::gpu::plan::Tier;
-use llmstream_infer::gpu::{GpuConfig, GpuEngine};
+use llmstream_infer::gpu::{GpuConfig, GpuEngine, Split};
 use llmstream_infer::sampler::argmax;
 use llmstream_infer::synth::{self, QuantMix, SynthSpec, TokenizerSource};
 use llmstream_infer::{weights::Weights, HParams, InferError, KvType, Transformer};
@@ -121,7 +121,7 @@ fn compare(g: &mut GpuEngine, c: &Transformer, prompt: &[u32], steps: usize) -> 
 }
 
 fn check_against_cpu(path: &Path, prompts: &[Vec<u32>]) {
-    let Some(mut g) = gpu(path, GpuConfig::default()) else {
+    let Some(g) = gpu(path, GpuConfig::default()) else {
         return;
     };
     assert_eq!(
@@ -129,6 +129,10 @@ fn check_against_cpu(path: &Path, prompts: &[Vec<u32>]) {
         g.hp.n_layer,
         "small model fully resident"
     );
+    check_engine_against_cpu(path, g, prompts);
+}
+
+fn check_engine_against_cpu(path: &Path, mut g: GpuEngine, prompts: &[Vec<u32>]) {
     let c = cpu(path);
     for p in prompts {
         let (n, gd, cd) = compare(&mut g, &c, p, 24);
@@ -321,5 +325,78 @@ fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
             );
         }
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Hybrid decode: layers computed by the CPU inside the GPU engine (forced lists, and the
+/// `cpu` and `auto` splits of a budget that leaves pinned-RAM layers) against the CPU engine,
+/// held to the same tolerance as the all-GPU runs.
+#[test]
+fn hybrid_cpu_layers_match_the_cpu_engine() {
+    let p = smollm2();
+    if !p.exists() {
+        eprintln!("skipped: {} absent", p.display());
+        return;
+    }
+    let Some(resident) = gpu(&p, GpuConfig::default()) else {
+        return;
+    };
+    let fixed = resident.fixed_vram();
+    let n_layer = resident.hp.n_layer;
+    let layer = resident
+        .gguf()
+        .layers
+        .iter()
+        .map(|l| l.span.end - l.span.start)
+        .max()
+        .unwrap();
+    drop(resident);
+    let mut paths = vec![(p.clone(), false)];
+    for arch in ["tiny-llama", "tiny-qwen2"] {
+        if let Some(s) = synth_model(arch, QuantMix::Q4KM, &format!("{arch}-hybrid")) {
+            paths.push((s, true));
+        }
+    }
+    for (path, temp) in &paths {
+        let cfg = GpuConfig {
+            cpu_layers: Some(vec![0, 2, 3]),
+            ..GpuConfig::default()
+        };
+        let g = gpu(path, cfg).unwrap();
+        assert_eq!(g.plan.count(Tier::Cpu), 3);
+        eprintln!("{}: CPU layers 0, 2, 3", path.display());
+        check_engine_against_cpu(path, g, &prompts(49152));
+        if *temp {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    // SmolLM2 with 10 layers in VRAM, the rest in pinned RAM: all of them on the CPU, then
+    // split by the measured rates.
+    for split in [Split::Cpu, Split::Auto] {
+        let cfg = GpuConfig {
+            vram_budget: Some(fixed + layer * (3 + 10)),
+            split,
+            ..GpuConfig::default()
+        };
+        let g = gpu(&p, cfg).unwrap();
+        let (v, r, c) = (
+            g.plan.count(Tier::Vram),
+            g.plan.count(Tier::Ram),
+            g.plan.count(Tier::Cpu),
+        );
+        eprintln!(
+            "{split:?}: {v} vram, {r} ram, {c} cpu layers of {n_layer} (CPU probe {:.1} GB/s)",
+            g.cpu_bps / 1e9
+        );
+        assert!(v > 0 && v + r + c == n_layer, "plan {:?}", g.plan.tiers);
+        if split == Split::Cpu {
+            assert_eq!(
+                (r, c),
+                (0, n_layer - v),
+                "every pinned-RAM layer on the CPU"
+            );
+        }
+        // `auto` follows the measured rates: SmolLM2's 3 MB layers may all go to the link.
+        check_engine_against_cpu(&p, g, &prompts(49152)[..1]);
     }
 }

@@ -8,9 +8,10 @@
 //! storage read, on that slot's "free" event; it synchronises once per token to read the id.
 
 use super::fast;
-use super::plan::{plan, Plan, PlanInput, Tier};
+use super::plan::{apply_split, plan, Plan, PlanInput, Split, Tier};
 use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
 use crate::config::HParams;
+use crate::cpu_layers::CpuLayers;
 use crate::error::{InferError, Result};
 use crate::quant;
 use cudarc::driver::{sys, CudaEvent, CudaStream};
@@ -53,6 +54,10 @@ pub struct GpuConfig {
     /// cache store, products added to the residual stream, gate/up with SwiGLU. Same bits as
     /// the unfused launches; `false` (or `LLMSTREAM_FUSED=0`) runs the unfused ones.
     pub fused: bool,
+    /// Which layers outside VRAM the CPU computes (hybrid decode).
+    pub split: Split,
+    /// Layers the CPU computes whatever the plan (overrides `split`).
+    pub cpu_layers: Option<Vec<usize>>,
 }
 
 impl Default for GpuConfig {
@@ -65,6 +70,8 @@ impl Default for GpuConfig {
             n_ctx: 4096,
             max_batch: 256,
             fused: std::env::var("LLMSTREAM_FUSED").map_or(true, |v| v != "0"),
+            split: Split::Gpu,
+            cpu_layers: None,
         }
     }
 }
@@ -177,6 +184,12 @@ pub struct TokenStats {
     pub bytes_storage: u64,
     /// Weight bytes read from resident VRAM layers.
     pub bytes_vram: u64,
+    /// Weight bytes the CPU computed over.
+    pub bytes_cpu: u64,
+    /// Host time in CPU layers, hops included (ms).
+    pub cpu_ms: f64,
+    /// Of that, time waiting for the GPU to hand over the hidden state (ms).
+    pub cpu_wait_ms: f64,
 }
 
 impl TokenStats {
@@ -193,7 +206,10 @@ impl TokenStats {
                 "vram": self.bytes_vram / self.calls.max(1),
                 "ram": self.bytes_ram / self.calls.max(1),
                 "storage": self.bytes_storage / self.calls.max(1),
+                "cpu": self.bytes_cpu / self.calls.max(1),
             },
+            "cpu_layers_ms_per_call": per(self.cpu_ms),
+            "cpu_layers_wait_gpu_ms_per_call": per(self.cpu_wait_ms),
         })
     }
 }
@@ -265,6 +281,11 @@ pub struct GpuEngine {
     ahead: Vec<CudaEvent>,
     layers_enqueued: u64,
     fixed_vram: u64,
+    /// Layers the CPU computes, with the hidden state's host copy.
+    cpu: Option<CpuLayers>,
+    host_x: Vec<f32>,
+    /// The CPU's measured rate over weights at load (bytes/s; 0 when not probed).
+    pub cpu_bps: f64,
     /// Seconds spent loading.
     pub load_secs: f64,
 }
@@ -366,7 +387,40 @@ impl GpuEngine {
             hbm_bps: 2.5e12,
         })
         .map_err(|e| InferError::Invalid(e.to_string()))?;
+        let mut plan = plan;
+        let wants_cpu = cfg.cpu_layers.is_some() || cfg.split != Split::Gpu;
+        let first_ram = plan.tiers.iter().position(|t| *t == Tier::Ram);
+        let cpu_bps = match (wants_cpu, first_ram) {
+            (true, Some(li)) if cfg.cpu_layers.is_none() => {
+                CpuLayers::probe_bps(&ctx, &model, &hp, li)?
+            }
+            _ => 0.0,
+        };
+        apply_split(
+            &mut plan,
+            &layer_bytes,
+            cfg.split,
+            cfg.cpu_layers.as_deref(),
+            (cpu_bps, h2d_bps, storage_bps, 2.5e12),
+        )
+        .map_err(InferError::Invalid)?;
+        let cpu_list: Vec<usize> = (0..n_layer)
+            .filter(|&i| plan.tiers[i] == Tier::Cpu)
+            .collect();
+        let cpu = if cpu_list.is_empty() {
+            None
+        } else {
+            Some(CpuLayers::load(
+                &ctx,
+                &model,
+                &hp,
+                &cpu_list,
+                cfg.n_ctx.max(1),
+            )?)
+        };
         tracing::info!(
+            cpu = plan.count(Tier::Cpu),
+            cpu_gbps = cpu_bps / 1e9,
             vram = plan.count(Tier::Vram),
             ram = plan.count(Tier::Ram),
             storage = plan.count(Tier::Storage),
@@ -467,7 +521,7 @@ impl GpuEngine {
             .tiers
             .iter()
             .enumerate()
-            .filter(|(_, t)| **t != Tier::Vram)
+            .filter(|(_, t)| matches!(**t, Tier::Ram | Tier::Storage))
             .map(|(i, _)| i)
             .collect();
         let streamer = if streamed.is_empty() {
@@ -549,6 +603,9 @@ impl GpuEngine {
             ahead,
             layers_enqueued: 0,
             fixed_vram: fixed,
+            cpu,
+            host_x: Vec::new(),
+            cpu_bps,
             load_secs: t0.elapsed().as_secs_f64(),
         })
     }
@@ -610,6 +667,34 @@ impl GpuEngine {
             self.acts.xq.sub(0, bytes)?,
         )?;
         self.memo = Some(key);
+        Ok(())
+    }
+
+    /// Layer `li` on the CPU: the hidden state (`n` rows) to the host, the layer, back.
+    /// The copy stream keeps streaming the next layers meanwhile.
+    fn cpu_layer(&mut self, li: usize, n: usize) -> Result<()> {
+        let t = Instant::now();
+        let d = self.hp.n_embd;
+        let mut bytes = vec![0u8; f32_bytes(n * d)];
+        // a synchronous copy: the host sleeps until the GPU has produced x
+        self.acts.x.read(self.gpu.stream(), &mut bytes)?;
+        self.stats.cpu_wait_ms += t.elapsed().as_secs_f64() * 1e3;
+        self.host_x.clear();
+        self.host_x.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        let Some(cpu) = self.cpu.as_mut() else {
+            return Err(InferError::Gpu(format!("layer {li}: no CPU layers loaded")));
+        };
+        cpu.run(li, &mut self.host_x, self.pos, n)?;
+        self.stats.bytes_cpu += cpu.layer_bytes(li).unwrap_or(0);
+        for (c, v) in bytes.chunks_exact_mut(4).zip(&self.host_x) {
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        self.acts.x.write(self.gpu.stream(), 0, &bytes)?;
+        self.stats.cpu_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
     }
 
@@ -816,7 +901,7 @@ impl GpuEngine {
                     self.stats.wait_storage_ms += t.elapsed().as_secs_f64() * 1e3;
                     self.stats.bytes_storage += self.model.layer_bytes(layer)?;
                 }
-                Tier::Vram => {}
+                Tier::Vram | Tier::Cpu => {}
             }
             s.issued += 1;
         }
@@ -863,7 +948,7 @@ impl GpuEngine {
                 }
                 self.stats.wait_storage_ms += t.elapsed().as_secs_f64() * 1e3;
             }
-            Tier::Vram => {}
+            Tier::Vram | Tier::Cpu => {}
         }
         s.consumed += 1;
         Ok((s.slots[slot].span(), Some(slot)))
@@ -967,6 +1052,14 @@ impl GpuEngine {
                 self.ahead[ring]
                     .synchronize()
                     .map_err(drv("cuEventSynchronize"))?;
+            }
+            if self.plan.tiers[li] == Tier::Cpu {
+                self.cpu_layer(li, n)?;
+                self.ahead[ring]
+                    .record(&stream)
+                    .map_err(drv("cuEventRecord"))?;
+                self.layers_enqueued += 1;
+                continue;
             }
             let (w, slot) = self.layer_span(li)?;
             let m = self.maps[li];

@@ -25,4 +25,5 @@ pub use engine::{GpuConfig, GpuEngine, TokenStats};
 pub use error::{GpuError, Result};
 pub use mem::{DevBuf, DevSpan};
 pub use nvrtc::Gpu;
+pub use plan::Split;
 pub use session::{GpuGenStats, GpuSession};

@@ -20,6 +20,9 @@ pub enum Tier {
     Ram,
     /// On storage, read (O_DIRECT, through the library) into a VRAM slot each token.
     Storage,
+    /// In host memory, computed by the CPU (hybrid decode): the hidden state hops to the host
+    /// and back.
+    Cpu,
 }
 
 impl Tier {
@@ -29,6 +32,7 @@ impl Tier {
             Tier::Vram => "vram",
             Tier::Ram => "ram",
             Tier::Storage => "storage",
+            Tier::Cpu => "cpu",
         }
     }
 }
@@ -99,6 +103,7 @@ impl Plan {
             "vram_layers": self.count(Tier::Vram),
             "ram_layers": self.count(Tier::Ram),
             "storage_layers": self.count(Tier::Storage),
+            "cpu_layers": self.count(Tier::Cpu),
             "slots": self.slots,
             "slot_bytes": self.slot_bytes,
             "predicted_ms_per_token": self.predicted_s * 1e3,
@@ -183,6 +188,7 @@ pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
             Tier::Vram => b / hbm,
             Tier::Ram => (b / inp.h2d_bps.max(1.0)).max(b / hbm),
             Tier::Storage => b / inp.storage_bps.max(1.0) + b / inp.h2d_bps.max(1.0),
+            Tier::Cpu => 0.0,
         };
     }
     Ok(Plan {
@@ -191,6 +197,91 @@ pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
         slot_bytes,
         predicted_s: s,
     })
+}
+
+/// Which of the layers outside VRAM the CPU computes (`--split`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Split {
+    /// Stream every layer outside VRAM to the GPU.
+    #[default]
+    Gpu,
+    /// Compute every pinned-RAM layer on the CPU (llama.cpp's way).
+    Cpu,
+    /// Split the pinned-RAM layers between the CPU and the link in proportion to their measured
+    /// rates, interleaved, so the copy of the next streamed layer runs while the CPU computes.
+    Auto,
+}
+
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gpu" => Ok(Split::Gpu),
+            "cpu" => Ok(Split::Cpu),
+            "auto" => Ok(Split::Auto),
+            o => Err(format!("--split {o}: expected auto, gpu or cpu")),
+        }
+    }
+}
+
+/// Turn layers of `plan` into CPU layers: the `forced` ones, else as `split` says among the
+/// pinned-RAM layers (`cpu_bps`: the CPU's measured rate over weights, `h2d_bps` the link's).
+/// Updates the predicted time: resident layers at `hbm_bps`, then the link and the CPU working
+/// at once on the rest (each streamed layer is copied while the CPU computes the layer before
+/// it), storage reads on top.
+pub fn apply_split(
+    plan: &mut Plan,
+    layer_bytes: &[u64],
+    split: Split,
+    forced: Option<&[usize]>,
+    (cpu_bps, h2d_bps, storage_bps, hbm_bps): (f64, f64, f64, f64),
+) -> Result<(), String> {
+    let n = plan.tiers.len();
+    if let Some(list) = forced {
+        for &i in list {
+            if i >= n {
+                return Err(format!("--cpu-layers: layer {i} of a {n}-layer model"));
+            }
+            plan.tiers[i] = Tier::Cpu;
+        }
+    } else {
+        let ram: Vec<usize> = (0..n).filter(|&i| plan.tiers[i] == Tier::Ram).collect();
+        let k = match split {
+            Split::Gpu => 0,
+            Split::Cpu => ram.len(),
+            Split::Auto => {
+                let f = cpu_bps / (cpu_bps + h2d_bps).max(1.0);
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    clippy::cast_precision_loss
+                )] // a fraction of a layer count
+                let k = (f * ram.len() as f64).round() as usize;
+                k.min(ram.len())
+            }
+        };
+        for (j, m) in spread(ram.len(), k).into_iter().enumerate() {
+            if m {
+                plan.tiers[ram[j]] = Tier::Cpu;
+            }
+        }
+    }
+    let (mut vram, mut link, mut cpu, mut disk) = (0.0, 0.0, 0.0, 0.0);
+    for (i, t) in plan.tiers.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^53
+        let b = layer_bytes.get(i).copied().unwrap_or(0) as f64;
+        match t {
+            Tier::Vram => vram += b / hbm_bps.max(1.0),
+            Tier::Ram => link += b / h2d_bps.max(1.0),
+            Tier::Storage => {
+                disk += b / storage_bps.max(1.0);
+                link += b / h2d_bps.max(1.0);
+            }
+            Tier::Cpu => cpu += b / cpu_bps.max(1.0),
+        }
+    }
+    plan.predicted_s = vram + disk + f64::max(link, cpu);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,6 +327,30 @@ mod tests {
             plan(&input(10, 50, 200, 0)),
             Err(PlanError::VramTooSmall { .. })
         ));
+    }
+
+    #[test]
+    fn split_turns_ram_layers_into_cpu_layers() {
+        let base = plan(&input(10, 50, 500, 150)).unwrap();
+        let rates = (50e9, 50e9, 1.5e9, 3e12);
+        let mut p = base.clone();
+        apply_split(&mut p, &[50; 10], Split::Gpu, None, rates).unwrap();
+        assert_eq!(p.count(Tier::Cpu), 0);
+        let mut p = base.clone();
+        apply_split(&mut p, &[50; 10], Split::Cpu, None, rates).unwrap();
+        assert_eq!(p.count(Tier::Cpu), 3);
+        assert_eq!(p.count(Tier::Ram), 0);
+        assert_eq!(p.count(Tier::Storage), 2, "storage layers stay streamed");
+        let mut p = base.clone();
+        apply_split(&mut p, &[50; 10], Split::Auto, None, rates).unwrap();
+        assert_eq!(p.count(Tier::Cpu), 2, "half of 3 at equal rates, rounded");
+        assert!(p.predicted_s < base.predicted_s);
+        let mut p = base.clone();
+        apply_split(&mut p, &[50; 10], Split::Gpu, Some(&[0, 9]), rates).unwrap();
+        assert_eq!((p.tiers[0], p.tiers[9]), (Tier::Cpu, Tier::Cpu));
+        assert!(apply_split(&mut p, &[50; 10], Split::Gpu, Some(&[10]), rates).is_err());
+        assert_eq!("auto".parse::<Split>(), Ok(Split::Auto));
+        assert!("both".parse::<Split>().is_err());
     }
 
     #[test]

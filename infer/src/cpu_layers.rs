@@ -1,0 +1,126 @@
+//! Layers computed by the CPU for the GPU engine (hybrid decode): their weights in host memory,
+//! their f16 KV cache, and the CPU engine's layer code ([`crate::forward`]). The hidden state
+//! comes in and goes out as `f32` rows.
+
+use std::time::Instant;
+
+use llmstream::{Context, Model};
+
+use crate::config::HParams;
+use crate::error::{InferError, Result};
+use crate::forward::{layer_forward, Scratch, State};
+use crate::kv::KvType;
+use crate::quant;
+use crate::weights::LayerWeights;
+
+/// The CPU's layers of a model.
+#[derive(Debug)]
+pub struct CpuLayers {
+    hp: HParams,
+    rope_freqs: Option<Vec<f32>>,
+    /// `(model layer, weights)`, the cache slot being the index here.
+    layers: Vec<(usize, LayerWeights)>,
+    state: State,
+    scratch: Scratch,
+}
+
+impl CpuLayers {
+    /// Load layers `which` (model indices) of `model` into host memory, with a cache of
+    /// `n_ctx` positions.
+    pub fn load(
+        ctx: &Context,
+        model: &Model,
+        hp: &HParams,
+        which: &[usize],
+        n_ctx: usize,
+    ) -> Result<Self> {
+        let rope_freqs = match model.tensor("rope_freqs.weight") {
+            Ok(t) => {
+                let ty = t.ggml_type;
+                let bytes = model.read_tensor(ctx, "rope_freqs.weight")?;
+                let mut f = vec![0f32; hp.n_rot / 2];
+                quant::dequantize(ty, &bytes, &mut f)
+                    .map_err(|e| InferError::Quant(format!("rope_freqs.weight: {e}")))?;
+                Some(f)
+            }
+            Err(_) => None,
+        };
+        let layers = which
+            .iter()
+            .map(|&i| Ok((i, LayerWeights::load(ctx, model, hp, i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CpuLayers {
+            hp: hp.clone(),
+            rope_freqs,
+            state: State::for_layers(hp, layers.len(), n_ctx, KvType::F16),
+            layers,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Model indices of the layers.
+    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.layers.iter().map(|(i, _)| *i)
+    }
+
+    /// Bytes of weights held.
+    pub fn bytes(&self) -> u64 {
+        self.layers.iter().map(|(_, l)| l.bytes).sum()
+    }
+
+    /// Bytes of model layer `li`'s weights, when it is one of these.
+    pub fn layer_bytes(&self, li: usize) -> Option<u64> {
+        self.layers
+            .iter()
+            .find(|(i, _)| *i == li)
+            .map(|(_, l)| l.bytes)
+    }
+
+    /// Run model layer `li` for `n` tokens at positions `pos..` on `x` (`[n][n_embd]`).
+    pub fn run(&mut self, li: usize, x: &mut [f32], pos: usize, n: usize) -> Result<()> {
+        let slot = self
+            .layers
+            .iter()
+            .position(|(i, _)| *i == li)
+            .ok_or_else(|| InferError::Invalid(format!("layer {li} is not a CPU layer")))?;
+        if x.len() != n * self.hp.n_embd || pos + n > self.state.n_ctx() {
+            return Err(InferError::Invalid(format!(
+                "CPU layer {li}: {} floats for {n} tokens at position {pos}",
+                x.len()
+            )));
+        }
+        self.state.set_pos(pos);
+        let lw = &self.layers[slot].1;
+        layer_forward(
+            &self.hp,
+            lw,
+            self.rope_freqs.as_deref(),
+            slot,
+            &mut self.state,
+            &mut self.scratch,
+            x,
+            n,
+        )
+    }
+
+    /// The CPU's rate over a layer's weights (bytes per second): layer `li` loaded and run
+    /// whole (norms, products, attention at the first positions) on one token, best of three
+    /// after a warm-up.
+    pub fn probe_bps(ctx: &Context, model: &Model, hp: &HParams, li: usize) -> Result<f64> {
+        let mut probe = CpuLayers::load(ctx, model, hp, &[li], 8)?;
+        let bytes = probe.bytes();
+        let mut x = vec![0.01f32; hp.n_embd];
+        let mut best = f64::INFINITY;
+        for pos in 0..4 {
+            let t = Instant::now();
+            probe.run(li, &mut x, pos, 1)?;
+            if pos > 0 {
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            // keep the state finite whatever the weights do to it
+            x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0) * 0.01);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        Ok(bytes as f64 / best.max(1e-9))
+    }
+}
