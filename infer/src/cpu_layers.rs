@@ -103,17 +103,23 @@ impl CpuLayers {
         )
     }
 
-    /// The CPU's rate over a layer's weights (bytes per second): layer `li` loaded and run
-    /// whole (norms, products, attention at the first positions) on one token, best of three
-    /// after a warm-up.
-    pub fn probe_bps(ctx: &Context, model: &Model, hp: &HParams, li: usize) -> Result<f64> {
-        let mut probe = CpuLayers::load(ctx, model, hp, &[li], 8)?;
-        let bytes = probe.bytes();
-        let mut x = vec![0.01f32; hp.n_embd];
+    /// Layer `li` alone, to measure the CPU's rate over it ([`Self::rate`]).
+    pub fn probe(ctx: &Context, model: &Model, hp: &HParams, li: usize) -> Result<Self> {
+        CpuLayers::load(ctx, model, hp, &[li], 8)
+    }
+
+    /// The CPU's rate over the weights of layer `li` (bytes per second): the layer run whole
+    /// (norms, products, attention at the first positions) on one token, best of three after
+    /// a warm-up.
+    pub fn rate(&mut self, li: usize) -> Result<f64> {
+        let bytes = self
+            .layer_bytes(li)
+            .ok_or_else(|| InferError::Invalid(format!("layer {li} is not a CPU layer")))?;
+        let mut x = vec![0.01f32; self.hp.n_embd];
         let mut best = f64::INFINITY;
         for pos in 0..4 {
             let t = Instant::now();
-            probe.run(li, &mut x, pos, 1)?;
+            self.run(li, &mut x, pos, 1)?;
             if pos > 0 {
                 best = best.min(t.elapsed().as_secs_f64());
             }

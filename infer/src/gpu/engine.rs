@@ -76,6 +76,41 @@ impl Default for GpuConfig {
     }
 }
 
+/// The CPU's rate over layer `li` while the link copies pinned host memory to the GPU, as it
+/// does during a hybrid token (both read host memory: the CPU alone measures faster).
+fn cpu_rate_under_copies(
+    gpu: &Gpu,
+    ctx: &Context,
+    model: &Model,
+    hp: &HParams,
+    li: usize,
+) -> Result<f64> {
+    const CHUNK: usize = 256 << 20;
+    let mut probe = CpuLayers::probe(ctx, model, hp, li)?;
+    let copy = gpu.context().new_stream().map_err(drv("cuStreamCreate"))?;
+    let host = ctx.alloc(BufferKind::Pinned, CHUNK)?;
+    let dev = DevBuf::zeroed(gpu.stream(), CHUNK)?;
+    gpu.sync()?;
+    let Some(hptr) = host.host_ptr() else {
+        return Err(InferError::Gpu("pinned buffer without host memory".into()));
+    };
+    // about 0.25 s of copies at 50 GB/s, longer than the probe's four layer runs
+    for _ in 0..48 {
+        // SAFETY: `hptr..hptr + CHUNK` is the pinned buffer `host`, and `dev` holds CHUNK
+        // bytes; both outlive the copies, which are waited for below before either is dropped;
+        // nothing writes the host buffer meanwhile.
+        unsafe {
+            let src = std::slice::from_raw_parts(hptr.cast_const(), CHUNK);
+            cudarc::driver::result::memcpy_htod_async(dev.span().ptr(), src, copy.cu_stream())
+                .map_err(drv("cuMemcpyHtoDAsync"))?;
+        }
+    }
+    let rate = probe.rate(li);
+    copy.synchronize().map_err(drv("cuStreamSynchronize"))?;
+    drop((host, dev));
+    rate
+}
+
 /// Layers the host may enqueue ahead of the GPU.
 const AHEAD: usize = 8;
 
@@ -392,7 +427,7 @@ impl GpuEngine {
         let first_ram = plan.tiers.iter().position(|t| *t == Tier::Ram);
         let cpu_bps = match (wants_cpu, first_ram) {
             (true, Some(li)) if cfg.cpu_layers.is_none() => {
-                CpuLayers::probe_bps(&ctx, &model, &hp, li)?
+                cpu_rate_under_copies(&gpu, &ctx, &model, &hp, li)?
             }
             _ => 0.0,
         };
