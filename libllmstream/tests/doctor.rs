@@ -135,6 +135,54 @@ fn patched_geforce() {
     );
 }
 
+/// A copy of fixture `tree` without the paths `drop` (relative to the root).
+fn copy_without(tree: &str, drop: &str) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path, skip: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let (src, dst) = (e.path(), to.join(e.file_name()));
+            if src == skip {
+                continue;
+            }
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                // sysfs-style links are relative, so they point into the copy
+                std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+            } else if ft.is_dir() {
+                copy(&src, &dst, skip);
+            } else {
+                std::fs::copy(&src, &dst).unwrap();
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/doctor")
+        .join(tree);
+    let dir = tempfile::tempdir().unwrap();
+    copy(&root, dir.path(), &root.join(drop));
+    dir
+}
+
+#[test]
+fn gds_without_udev_database_stays_on_the_bounce() {
+    let dir = copy_without("gds_present", "run/udev");
+    let view = SystemView::new(dir.path().to_path_buf());
+    let r = diagnose(
+        &view,
+        &Options {
+            model_dir: Some(PathBuf::from("/models")),
+            ..Options::default()
+        },
+    );
+    let cf = r.check("cufile").unwrap();
+    assert_eq!(cf.verdict, Verdict::Warn);
+    assert!(cf.detail.contains("/run/udev/data"), "{}", cf.detail);
+    assert_eq!(r.path, DataPath::PinnedBounce);
+    assert_eq!(r.platform_best, DataPath::Gds);
+    assert!(r.path_reason.contains("udev"), "{}", r.path_reason);
+}
+
 #[test]
 fn gds_present() {
     let r = run("gds_present");

@@ -196,6 +196,9 @@ pub(super) struct Gds {
     pub cufile: Option<bool>,
     /// Which libcufile, its version, or why it does not load.
     pub cufile_detail: String,
+    /// Whether udev's database (`/run/udev/data`) is there: cuFile looks up each file's
+    /// volume in it and refuses to register files without it.
+    pub udev_db: bool,
 }
 
 /// Where distributions and the CUDA toolkit install libcufile, for fixture roots.
@@ -208,11 +211,13 @@ const CUFILE_PATHS: &[&str] = &[
 
 pub(super) fn gds(view: &SystemView) -> Gds {
     let nvidia_fs = view.exists("/proc/driver/nvidia-fs") || view.exists("/sys/module/nvidia_fs");
+    let udev_db = view.exists("/run/udev/data");
     if view.is_live() {
         // The same loader the cuFile backend uses (kept loaded: libcufile is not unloaded).
         return match crate::backend::cufile::probe_library() {
             Ok(info) => Gds {
                 nvidia_fs,
+                udev_db,
                 cufile: Some(true),
                 cufile_detail: match info.version {
                     Some(v) => format!("{} loads (cuFile version {v})", info.path),
@@ -221,6 +226,7 @@ pub(super) fn gds(view: &SystemView) -> Gds {
             },
             Err(e) => Gds {
                 nvidia_fs,
+                udev_db,
                 cufile: Some(false),
                 cufile_detail: e.to_string(),
             },
@@ -229,11 +235,13 @@ pub(super) fn gds(view: &SystemView) -> Gds {
     match CUFILE_PATHS.iter().find(|p| view.exists(p)) {
         Some(p) => Gds {
             nvidia_fs,
+            udev_db,
             cufile: Some(true),
             cufile_detail: format!("{p} installed (root is not /: found, not loaded)"),
         },
         None => Gds {
             nvidia_fs,
+            udev_db,
             cufile: None,
             cufile_detail: "libcufile not probed (root is not /) and not found below it".into(),
         },
@@ -275,6 +283,15 @@ pub(super) fn cufile_check(gpus: &[Gpu], gds: &Gds) -> Check {
         );
     }
     match (gds.cufile, gds.nvidia_fs) {
+        (Some(true), _) if !gds.udev_db => Check::new(
+            NAME,
+            Verdict::Warn,
+            format!(
+                "{}; but udev's database (/run/udev/data) is absent: cuFile looks up each file's volume through udev and refuses to register any file without it (CU_FILE_HANDLE_NOT_REGISTERED, 5027: seen on the GPU machine, NVIDIA's own calls included), so llmstream stays on the pinned bounce",
+                gds.cufile_detail
+            ),
+        )
+        .fix("run where udev's database is visible (in a container, bind-mount /run/udev read-only)"),
         (Some(true), true) => Check::new(
             NAME,
             Verdict::Ok,

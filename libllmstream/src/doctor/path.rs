@@ -31,6 +31,13 @@ pub(super) fn choose(has_gpu: bool, has_driver: bool, gds: &Gds, p2p_ok: bool) -
     }
     if gds.nvidia_fs {
         match gds.cufile {
+            Some(true) if !gds.udev_db => {
+                return Choice {
+                    path: DataPath::PinnedBounce,
+                    reason: "nvidia-fs is loaded and libcufile is present, but without udev's database (/run/udev/data) cuFile registers no file: O_DIRECT into page-locked staging, then host-to-device copies".into(),
+                    platform_best: DataPath::Gds,
+                }
+            }
             Some(true) => {
                 return Choice {
                     path: DataPath::Gds,
