@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use llmstream::gguf::GgmlType;
 
 use crate::quant::blocks::{
-    f16_bits_to_f32, k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    f16_bits_to_f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
 use crate::quant::dot::{self, DotFn, Path};
 
@@ -132,7 +132,7 @@ safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 /// ggml does on x86: converting through `vcvtph2ps` made LLVM insert the half into a dirty
 /// vector register (the accumulator), chaining every block's scale onto the previous block's
 /// FMA, and the exact scalar bit conversion costs a dozen instructions per scale.
-fn f16_table() -> &'static F16Table {
+pub(super) fn f16_table() -> &'static F16Table {
     static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0.0f32; 1 << 16]);
@@ -143,14 +143,14 @@ fn f16_table() -> &'static F16Table {
     })
 }
 
-type F16Table = [f32; 1 << 16];
+pub(super) type F16Table = [f32; 1 << 16];
 
 /// The `f16` at `p` as `f32`.
 ///
 /// # Safety
 /// `p..p+2` readable.
 #[inline]
-unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
     // SAFETY: the caller guarantees two readable bytes at `p`; `[u8; 2]` has alignment 1.
     let bits = unsafe { u16::from_le_bytes(p.cast::<[u8; 2]>().read()) };
     t[usize::from(bits)]
@@ -161,7 +161,7 @@ unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
 /// # Safety
 /// `p..p+4` readable.
 #[inline]
-unsafe fn f32_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees four readable bytes at `p`; `[u8; 4]` has alignment 1.
     unsafe { f32::from_le_bytes(p.cast::<[u8; 4]>().read()) }
 }
@@ -172,7 +172,7 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 /// AVX available; `p..p+32` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(p.cast::<__m256i>()) }
 }
@@ -183,7 +183,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 /// SSE2 available; `p..p+16` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(super) unsafe fn load128(p: *const u8) -> __m128i {
     // SAFETY: the caller guarantees 16 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(p.cast::<__m128i>()) }
 }
@@ -194,7 +194,7 @@ unsafe fn load128(p: *const u8) -> __m128i {
 /// AVX2 available; `p..p+16` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes at `p` and AVX2.
     unsafe {
         let t = load128(p);
@@ -268,7 +268,7 @@ unsafe fn mul_sum_us8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(unused_unsafe)]
-unsafe fn hsum_movehl(x: __m256) -> f32 {
+pub(super) unsafe fn hsum_movehl(x: __m256) -> f32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX.
     unsafe {
         let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
@@ -301,7 +301,7 @@ unsafe fn hsum_hadd(x: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(unused_unsafe)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX2.
     unsafe {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
@@ -313,7 +313,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps`.
 #[inline(always)]
-fn i32_to_f32(v: i32) -> f32 {
+pub(super) fn i32_to_f32(v: i32) -> f32 {
     #[allow(clippy::cast_precision_loss)]
     let f = v as f32;
     f
@@ -452,6 +452,27 @@ unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
 
 // ---------------------------------------------------------------------------------- K types
 
+/// The Q4_K/Q5_K scales and mins of a 12-byte `scales` field: bytes 0..8 the eight 6-bit
+/// scales, bytes 8..16 the eight 6-bit mins (the same values as
+/// [`k4_scales_mins`](crate::quant::blocks::k4_scales_mins), unpacked with four 32-bit
+/// operations per half instead of a byte loop).
+#[inline(always)]
+pub(super) fn k4_scales_mins_packed(s: [u8; 12]) -> [u8; 16] {
+    let a = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let m = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    // byte j of `x >> 2` masked with 0x30 holds bits 6 and 7 of byte j of `x` at 4 and 5
+    let sc_lo = a & 0x3F3F_3F3F;
+    let sc_hi = (c & 0x0F0F_0F0F) | ((a >> 2) & 0x3030_3030);
+    let mn_lo = m & 0x3F3F_3F3F;
+    let mn_hi = ((c >> 4) & 0x0F0F_0F0F) | ((m >> 2) & 0x3030_3030);
+    let mut out = [0u8; 16];
+    for (o, v) in out.chunks_exact_mut(4).zip([sc_lo, sc_hi, mn_lo, mn_hi]) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// The Q4_K/Q5_K scales and mins of the 12 bytes at `p`, widened: 16-bit scales 0..8 in the
 /// low 128 bits, mins 0..8 in the high 128 bits.
 ///
@@ -459,13 +480,10 @@ unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
 /// AVX2 available; `p..p+12` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees 12 readable bytes and AVX2.
+pub(super) unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 12 readable bytes and AVX2; `both` is 16 bytes.
     unsafe {
-        let (sc, mn) = k4_scales_mins(&p.cast::<[u8; 12]>().read());
-        let mut both = [0u8; 16];
-        both[..8].copy_from_slice(&sc);
-        both[8..].copy_from_slice(&mn);
+        let both = k4_scales_mins_packed(p.cast::<[u8; 12]>().read());
         _mm256_cvtepu8_epi16(load128(both.as_ptr()))
     }
 }
@@ -477,7 +495,7 @@ unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
 /// AVX2 available; `bsums..bsums+32` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_min_products(bsums: *const u8, ms: __m256i) -> __m128i {
+pub(super) unsafe fn k_min_products(bsums: *const u8, ms: __m256i) -> __m128i {
     // SAFETY: the caller guarantees 32 readable bytes and AVX2.
     unsafe {
         let b = load256(bsums);
@@ -899,4 +917,28 @@ unsafe fn f16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f
 unsafe fn bf16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
     unsafe { tinyblas(n, w, x, load_bf16x8_at) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k4_scales_mins_packed;
+    use crate::quant::blocks::k4_scales_mins;
+
+    #[test]
+    fn packed_scales_and_mins_match_the_byte_loop() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20_000 {
+            let mut s = [0u8; 12];
+            for b in &mut s {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state.to_le_bytes()[3];
+            }
+            let (sc, mn) = k4_scales_mins(&s);
+            let p = k4_scales_mins_packed(s);
+            assert_eq!(p[..8], sc, "{s:?}");
+            assert_eq!(p[8..], mn, "{s:?}");
+        }
+    }
 }
