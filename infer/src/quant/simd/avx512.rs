@@ -292,6 +292,7 @@ unsafe fn rows32_r<const T: u8, const R: usize>(
             let sx = if min { f16_at(t, xb.add(q8_1::S)) } else { 0.0 };
             for k in 0..R {
                 let wb = w.add(k * rb + i * wsize(T));
+                prefetch(wb.wrapping_add(R * rb));
                 let d = f16_at(t, wb.add(q4_0::D)) * dx;
                 let lanes = lanes32::<T>(wb, qy, ysum);
                 if T == T_Q4_0_REPACK {
@@ -343,6 +344,7 @@ unsafe fn q4_0_repack_8(
             let mut d = [0.0f32; 8];
             for k in 0..8 {
                 let wb = w.add(k * rb + i * q4_0::SIZE);
+                prefetch(wb.wrapping_add(8 * rb));
                 d[k] = f16_at(t, wb.add(q4_0::D)) * dx;
                 l[k] = lanes32::<T_Q4_0_REPACK>(wb, qy, ysum);
             }
@@ -363,6 +365,39 @@ unsafe fn q4_0_repack_8(
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), dv, acc);
         }
         _mm256_storeu_ps(out, acc);
+    }
+}
+
+/// How far ahead of the block being summed the weight stream is prefetched, in bytes.
+const PREFETCH: usize = 1536;
+
+/// Prefetches the cache line of `p` (the same block of the next group of rows, in the
+/// multi-row kernels).
+///
+/// # Safety
+/// The features of the kernels (SSE is enough).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(unused_unsafe)]
+unsafe fn prefetch(p: *const u8) {
+    // SAFETY: `prefetcht0` reads nothing architecturally and never faults; the address may
+    // lie past the weights (it is only computed with `wrapping_add`, never dereferenced).
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
+}
+
+/// Prefetches `n` cache lines from `PREFETCH` bytes after `p` (beyond the weights at the end of
+/// a matrix: a prefetch never faults, and the address is only computed, never dereferenced).
+///
+/// # Safety
+/// The features of the kernels (SSE is enough).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(unused_unsafe)]
+unsafe fn prefetch_ahead(p: *const u8, n: usize) {
+    for l in 0..n {
+        let a = p.wrapping_add(PREFETCH + 64 * l);
+        // SAFETY: `prefetcht0` reads nothing architecturally and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(a.cast::<i8>()) };
     }
 }
 
@@ -562,6 +597,7 @@ unsafe fn q4_k_q8_k<const MODE: u8>(t: &F16Table, nb: usize, w: *const u8, x: *c
         let (mut acc_s, mut acc_ms) = (0.0f32, 0.0f32);
         for i in 0..nb {
             let wb = w.add(i * q4_k::SIZE);
+            prefetch_ahead(wb, 3);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
             let d = yd * f16_at(t, wb.add(q4_k::D));
@@ -623,6 +659,7 @@ unsafe fn q5_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut summs = 0.0f32;
         for i in 0..nb {
             let wb = w.add(i * q5_k::SIZE);
+            prefetch_ahead(wb, 3);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
             let d = yd * f16_at(t, wb.add(q5_k::D));
@@ -656,6 +693,7 @@ unsafe fn q6_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q6_k::SIZE);
+            prefetch_ahead(wb, 4);
             let xb = x.add(i * q8_k::SIZE);
             let d = f32_at(xb.add(q8_k::D)) * f16_at(t, wb.add(q6_k::D));
             let scales = load128(wb.add(q6_k::SCALES));
