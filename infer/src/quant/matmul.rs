@@ -5,7 +5,7 @@
 //! thread-local buffer, so a `matvec` allocates nothing once warm.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::pool::SpinPool;
@@ -114,8 +114,28 @@ pub fn dequantize_row(w: &QMatrix<'_>, r: usize, out: &mut [f32]) -> Result<(), 
 
 static POOL: RwLock<Option<Arc<SpinPool>>> = RwLock::new(None);
 
+/// Pin pool workers to CPUs: 0 = unset (then `LLMSTREAM_PIN_THREADS=1` turns it on), 1 = off,
+/// 2 = on.
+static PIN: AtomicU8 = AtomicU8::new(0);
+
+/// Whether pools built from now on pin their worker threads to CPUs (worker `i` to the
+/// `i`-th CPU of the process's affinity mask; no pinning when the mask has fewer CPUs than
+/// threads). Off by default, or on with the environment variable `LLMSTREAM_PIN_THREADS=1`:
+/// pinning helps on dedicated cores and hurts when other processes share them. Takes effect
+/// at the next [`set_threads`].
+pub fn set_pin_threads(on: bool) {
+    PIN.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+fn pin_threads() -> bool {
+    match PIN.load(Ordering::Relaxed) {
+        0 => std::env::var("LLMSTREAM_PIN_THREADS").is_ok_and(|v| v == "1"),
+        v => v == 2,
+    }
+}
+
 fn build_pool(threads: usize) -> Result<Arc<SpinPool>, QuantError> {
-    SpinPool::new(threads)
+    SpinPool::new(threads, pin_threads())
         .map(Arc::new)
         .map_err(|source| QuantError::ThreadPool { threads, source })
 }
