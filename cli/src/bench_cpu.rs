@@ -43,7 +43,11 @@ fn parse_type(s: &str) -> Result<GgmlType> {
         .find(|t| t.name().eq_ignore_ascii_case(s.trim()))
         .with_context(|| format!("unknown weight type {s:?}"))?;
     if !bench::WEIGHT_TYPES.contains(&t) {
-        bail!("{} has no fused dot product (supported: {})", t.name(), type_list());
+        bail!(
+            "{} has no fused dot product (supported: {})",
+            t.name(),
+            type_list()
+        );
     }
     Ok(t)
 }
@@ -62,7 +66,9 @@ fn parse_shape(s: &str) -> Result<(usize, usize)> {
         .split_once(['x', 'X'])
         .with_context(|| format!("shape {s:?} is not ROWSxCOLS"))?;
     let rows = r.parse().with_context(|| format!("rows of shape {s:?}"))?;
-    let cols = c.parse().with_context(|| format!("columns of shape {s:?}"))?;
+    let cols = c
+        .parse()
+        .with_context(|| format!("columns of shape {s:?}"))?;
     if rows == 0 || cols == 0 || cols % 256 != 0 {
         bail!("shape {s:?}: rows and columns must be positive, columns a multiple of 256");
     }
@@ -155,7 +161,9 @@ pub fn run(a: &BenchCpuArgs) -> Result<()> {
                 let o = MatOptions { backend, ..opts };
                 results.push(
                     bench::bench_matvec_footprint(ty, o, rows, cols, a.footprint, budget)
-                        .with_context(|| format!("{} {rows}x{cols} {}", ty.name(), backend.name()))?,
+                        .with_context(|| {
+                            format!("{} {rows}x{cols} {}", ty.name(), backend.name())
+                        })?,
                 );
             }
             let row = Row {

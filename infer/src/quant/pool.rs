@@ -371,7 +371,11 @@ mod tests {
                 while p.pinned() < threads - 1 && t0.elapsed() < Duration::from_secs(5) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                assert_eq!(p.pinned(), threads - 1, "threads {threads}, mask {allowed:?}");
+                assert_eq!(
+                    p.pinned(),
+                    threads - 1,
+                    "threads {threads}, mask {allowed:?}"
+                );
             } else {
                 // a mask smaller than the pool: nothing pinned, still correct
                 assert_eq!(p.pinned(), 0, "threads {threads}, mask {allowed:?}");

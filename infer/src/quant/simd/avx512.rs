@@ -17,6 +17,11 @@
 //! Safety scheme as in [`super::avx2`]: `unsafe fn` kernels need the CPU features and
 //! in-bounds pointers; the safe wrappers check the features (cached by `std`) on every call
 //! and derive block and row counts from the slice lengths.
+//!
+//! Compiled only with Rust 1.89 or later (`cfg(llmstream_avx512)`, set by `build.rs`), where
+//! these intrinsics are stable; the workspace's declared minimum stays lower.
+
+#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 
@@ -173,8 +178,6 @@ const fn xsize(t: u8) -> usize {
     }
 }
 
-
-
 /// Rows `0..rows` of a 32-element type: groups of four (eight for the repacked `Q4_0`),
 /// then one at a time.
 ///
@@ -248,11 +251,7 @@ unsafe fn lanes32<const T: u8>(wb: *const u8, qy: __m256i, ysum: __m256i) -> __m
             _ => {
                 // |w| times y with w's sign, exactly as the AVX2 kernel (and ggml) forms it
                 let qw = load256(wb.add(q8_0::QS));
-                _mm256_dpbusd_epi32(
-                    zero,
-                    _mm256_sign_epi8(qw, qw),
-                    _mm256_sign_epi8(qy, qw),
-                )
+                _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qy, qw))
             }
         }
     }
@@ -349,14 +348,8 @@ unsafe fn q4_0_repack_8(
                 l[k] = lanes32::<T_Q4_0_REPACK>(wb, qy, ysum);
             }
             // transpose-sum: per 128-bit half, [sum of row 0 .. row 3] then rows 4..8
-            let a = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(l[0], l[1]),
-                _mm256_hadd_epi32(l[2], l[3]),
-            );
-            let b = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(l[4], l[5]),
-                _mm256_hadd_epi32(l[6], l[7]),
-            );
+            let a = _mm256_hadd_epi32(_mm256_hadd_epi32(l[0], l[1]), _mm256_hadd_epi32(l[2], l[3]));
+            let b = _mm256_hadd_epi32(_mm256_hadd_epi32(l[4], l[5]), _mm256_hadd_epi32(l[6], l[7]));
             let sums = _mm256_add_epi32(
                 _mm256_permute2x128_si256::<0x20>(a, b),
                 _mm256_permute2x128_si256::<0x31>(a, b),
@@ -412,12 +405,7 @@ unsafe fn prefetch_ahead(p: *const u8, n: usize) {
 #[allow(unused_unsafe)]
 unsafe fn fold(v: __m512i) -> __m256i {
     // SAFETY: register-only intrinsics; the caller guarantees the features.
-    unsafe {
-        _mm256_add_epi32(
-            _mm512_castsi512_si256(v),
-            _mm512_extracti64x4_epi64::<1>(v),
-        )
-    }
+    unsafe { _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)) }
 }
 
 /// 64 bytes: 32 at `lo` then 32 at `hi`.
@@ -708,10 +696,8 @@ unsafe fn q6_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
                 // (2 | 3) with [qh >> 4 | qh >> 6]
                 let ql = _mm512_loadu_si512(wb.add(q6_k::QL + 64 * h).cast());
                 let qh = load256(wb.add(q6_k::QH + 32 * h));
-                let qh = _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(qh),
-                    _mm256_srli_epi16::<2>(qh),
-                );
+                let qh =
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(qh), _mm256_srli_epi16::<2>(qh));
                 let z0 = _mm512_or_si512(
                     _mm512_and_si512(ql, m4),
                     _mm512_slli_epi16::<4>(_mm512_and_si512(qh, m3)),

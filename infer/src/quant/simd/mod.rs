@@ -2,9 +2,11 @@
 //! lives under this module.
 //!
 //! - [`avx2`]: AVX2 + FMA + F16C (x86-64), every weight type and path.
-//! - [`avx512`]: AVX-512 F/BW/VL/VNNI (x86-64), the quantized types: wider integer work with
+//! - `avx512`: AVX-512 F/BW/VL/VNNI (x86-64), the quantized types: wider integer work with
 //!   the AVX2 kernels' `f32` accumulation, so bit-identical to them; multi-row kernels for the
-//!   32-element types. Float weights stay on the AVX2 kernels (they are bound by memory).
+//!   32-element types; software prefetch of the weight stream. Float weights stay on the AVX2
+//!   kernels (they are bound by memory). Built with Rust 1.89 or later (`build.rs`), whose
+//!   `std::arch` has the AVX-512 intrinsics.
 //!
 //! AMX is deliberately not used: the development machines advertise AMX but fault on it, and
 //! its tile products would sum in another order than the reference llama.cpp (AVX2) build.
@@ -15,7 +17,7 @@ use super::dot::{DotFn, Path, RowsFn};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", llmstream_avx512))]
 mod avx512;
 
 /// Whether the CPU has AVX2, FMA and F16C (cached by `std`).
@@ -33,11 +35,11 @@ pub(crate) fn avx2_available() -> bool {
 /// Whether the CPU has everything the AVX-512 kernels need (AVX-512 F, BW, VL and VNNI, with
 /// AVX2, FMA and F16C).
 pub(crate) fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
     {
         avx512::available()
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
     {
         false
     }
@@ -78,14 +80,14 @@ pub(crate) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
 /// The per-row AVX-512 kernel for `ty` on `path`, when the CPU supports it and one exists
 /// (otherwise the AVX2 kernel is as fast).
 pub(crate) fn avx512_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
     {
         if avx512::available() {
             return avx512::kernel(ty, path);
         }
         None
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
     {
         let _ = (ty, path);
         None
@@ -94,14 +96,14 @@ pub(crate) fn avx512_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
 
 /// The multi-row AVX-512 kernel for `ty` on `path`, when the CPU supports it and one exists.
 pub(crate) fn avx512_rows_kernel(ty: GgmlType, path: Path) -> Option<RowsFn> {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
     {
         if avx512::available() {
             return avx512::rows_kernel(ty, path);
         }
         None
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
     {
         let _ = (ty, path);
         None
