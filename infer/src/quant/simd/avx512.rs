@@ -31,7 +31,7 @@ use llmstream::gguf::GgmlType;
 
 use super::avx2::{
     self, f16_at, f16_table, f32_at, hsum_i32, hsum_movehl, i32_to_f32, k4_scales_mins_packed,
-    k_min_products, load128, load256, nibbles, F16Table,
+    k_min_products, load128, load256, nibbles, prefetch_ahead, F16Table,
 };
 use crate::quant::blocks::{q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use crate::quant::dot::{self, DotFn, Path, RowsFn};
@@ -363,9 +363,6 @@ unsafe fn q4_0_repack_8(
     }
 }
 
-/// How far ahead of the block being summed the weight stream is prefetched, in bytes.
-const PREFETCH: usize = 1536;
-
 /// Prefetches the cache line of `p` (the same block of the next group of rows, in the
 /// multi-row kernels).
 ///
@@ -378,22 +375,6 @@ unsafe fn prefetch(p: *const u8) {
     // SAFETY: `prefetcht0` reads nothing architecturally and never faults; the address may
     // lie past the weights (it is only computed with `wrapping_add`, never dereferenced).
     unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) };
-}
-
-/// Prefetches `n` cache lines from `PREFETCH` bytes after `p` (beyond the weights at the end of
-/// a matrix: a prefetch never faults, and the address is only computed, never dereferenced).
-///
-/// # Safety
-/// The features of the kernels (SSE is enough).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(unused_unsafe)]
-unsafe fn prefetch_ahead(p: *const u8, n: usize) {
-    for l in 0..n {
-        let a = p.wrapping_add(PREFETCH + 64 * l);
-        // SAFETY: `prefetcht0` reads nothing architecturally and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(a.cast::<i8>()) };
-    }
 }
 
 // ---------------------------------------------------------------------------------- K types
