@@ -8,13 +8,14 @@
 //! reduction. Products of unsigned by signed bytes never saturate the 16-bit pairs of
 //! `maddubs` for these types, so `vpdpbusd` gives the very lanes `maddubs` + `madd` give.
 //!
-//! Three speed-ups over the AVX2 kernels besides width:
-//! - Software prefetch of the weight stream: over weights that do not fit the caches the
-//!   hardware prefetchers alone left the K kernels at 14-18 GB/s on 2 threads, 26-29 with it.
+//! Speed-ups over the AVX2 kernels besides width:
 //! - 32-element types are latency-bound on their one FMA chain per row (4 cycles per block):
 //!   the *rows* kernels ([`RowsFn`]) run four rows' independent chains at once.
 //! - llama.cpp's repacked `Q4_0` gemv sums one `f32` per row: eight rows' block sums are
 //!   transposed into one vector and go through one vector FMA (lane `r` = row `r`).
+//!
+//! Both backends prefetch the weight stream in software (`avx2::prefetch_ahead`; the
+//! multi-row kernels here prefetch the next group of rows).
 //!
 //! Safety scheme as in [`super::avx2`]: `unsafe fn` kernels need the CPU features and
 //! in-bounds pointers; the safe wrappers check the features (cached by `std`) on every call
