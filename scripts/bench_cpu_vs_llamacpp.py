@@ -17,6 +17,7 @@ llm = Llama(a.model, n_ctx=1024, n_batch=512, n_threads=a.threads, n_threads_bat
             flash_attn=False, logits_all=True, verbose=False)
 add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "true") == "true"
 toks = llm.tokenize(prompt.encode(), add_bos=add_bos, special=False)
+ratios = {"prompt": [], "decode": []}
 for r in range(a.rounds):
     llm.reset(); t = time.time(); llm.eval(toks); tp = time.time() - t
     t = time.time()
@@ -28,6 +29,10 @@ for r in range(a.rounds):
                           "-t", str(a.threads), "--json"], capture_output=True, text=True, check=True)
     o = json.loads(out.stdout.strip().splitlines()[-1])
     lp, ld = len(toks) / tp, a.n / td
+    ratios["prompt"].append(o['prompt_tok_per_s'] / lp); ratios["decode"].append(o['decode_tok_per_s'] / ld)
     print(f"round {r+1}: prompt {len(toks)} tok: llama.cpp {lp:.1f} tok/s, llmstream {o['prompt_tok_per_s']:.1f} "
           f"({o['prompt_tok_per_s']/lp:.2f}x) | decode: llama.cpp {ld:.1f} tok/s, llmstream "
           f"{o['decode_tok_per_s']:.1f} ({o['decode_tok_per_s']/ld:.2f}x)")
+med = lambda v: sorted(v)[len(v) // 2]
+print(f"median over {a.rounds} rounds, {a.threads} threads: prompt {med(ratios['prompt']):.2f}x, "
+      f"decode {med(ratios['decode']):.2f}x llama.cpp")

@@ -1,6 +1,7 @@
 //! `llmstream`: inspect models, measure the data path, run models.
 
 mod bench;
+mod bench_cpu;
 mod bench_daemon;
 mod common;
 mod doctor;
@@ -35,6 +36,8 @@ enum Command {
     Tokenize(run::TokenizeArgs),
     /// Measure storage → staging → device rates against buffered read, mmap and the driver's peak.
     Bench(bench::BenchArgs),
+    /// Measure the CPU engine's quantized matrix-vector products: GB/s of weights per type.
+    BenchCpu(bench_cpu::BenchCpuArgs),
     /// Check what this machine allows on the data path and which path llmstream takes.
     Doctor(doctor::DoctorArgs),
     /// Write a synthetic GGUF model: real shapes and tokenizer, random weights.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchCpu(a) => bench_cpu::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => run::chat(a),
         Command::Tokenize(a) => run::tokenize(a),

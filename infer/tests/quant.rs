@@ -111,10 +111,12 @@ fn ty(name: &str) -> GgmlType {
 
 fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Scalar];
-    if Backend::detect() == Backend::Avx2 {
-        b.push(Backend::Avx2);
-    } else {
-        println!("skipped: AVX2 backend (CPU lacks avx2/fma/f16c), scalar only");
+    for s in [Backend::Avx2, Backend::Avx512] {
+        if s.is_available() {
+            b.push(s);
+        } else {
+            println!("skipped: {} backend (the CPU lacks its features)", s.name());
+        }
     }
     b
 }
@@ -590,7 +592,7 @@ proptest! {
     /// Scalar and AVX2 kernels agree bit for bit on random blocks and activations (all paths).
     #[test]
     fn scalar_and_avx2_agree(seed in any::<u64>(), type_i in 0usize..11, blocks in 1usize..9, style in 0u8..4) {
-        if Backend::detect() != Backend::Avx2 {
+        if !Backend::Avx2.is_available() {
             return Ok(());
         }
         let t = WEIGHT_TYPES[type_i];
@@ -615,6 +617,53 @@ proptest! {
             let s = kernel_for(t, Backend::Scalar, path).unwrap()(&w, &xq);
             let a = kernel_for(t, Backend::Avx2, path).unwrap()(&w, &xq);
             prop_assert_eq!(s.to_bits(), a.to_bits(), "{} {:?} n={}: scalar {} avx2 {}", t, path, n, s, a);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Scalar and AVX-512 kernels agree bit for bit on random blocks and activations (all
+    /// paths), and so do AVX-512 matrix-vector products of 1..20 rows (the multi-row kernels
+    /// with their groups of 8 and 4 and single remainder rows) and scalar rows.
+    #[test]
+    fn scalar_and_avx512_agree(seed in any::<u64>(), type_i in 0usize..11, blocks in 1usize..5, style in 0u8..4, rows in 1usize..20, repack in any::<bool>()) {
+        if !Backend::Avx512.is_available() {
+            println!("skipped: AVX-512 backend (the CPU lacks avx512f/bw/vl/vnni)");
+            return Ok(());
+        }
+        let t = WEIGHT_TYPES[type_i];
+        // llama.cpp repacks only row counts divisible by 8
+        let rows = if repack && llama_cpp_repacks(t, 8) { 8 * (1 + rows % 3) } else { rows };
+        let cols = 256 * blocks + if t.block_size() == 1 { usize::from(style) * 3 } else { 0 };
+        let mut rng = Rng(seed | 1);
+        let data = random_weights(t, rows * cols, &mut rng);
+        let w = QMatrix::new(t, rows, cols, &data).unwrap();
+        let x = random_activations(cols, &mut rng, style);
+        let vty = vec_dot_type(t).unwrap();
+        let mut xq = vec![0u8; activation_bytes(vty, cols).unwrap()];
+        quantize_activations(vty, &x, &mut xq).unwrap();
+        let row = w.row(0).unwrap();
+        let mut paths = vec![Path::VecDot];
+        if llama_cpp_repacks(t, 8) {
+            paths.extend([Path::RepackGemv, Path::RepackGemm]);
+        } else if llama_cpp_tinyblas(t, 8, 8, 2) {
+            paths.push(Path::Tinyblas);
+        }
+        for &path in &paths {
+            let s = kernel_for(t, Backend::Scalar, path).unwrap()(row, &xq);
+            let a = kernel_for(t, Backend::Avx512, path).unwrap()(row, &xq);
+            prop_assert_eq!(s.to_bits(), a.to_bits(), "{} {:?} n={}: scalar {} avx512 {}", t, path, cols, s, a);
+        }
+        let opts = MatOptions { backend: Backend::Avx512, llama_cpp_repack: repack };
+        let mut y = vec![0.0f32; rows];
+        matvec_opts(&w, &x, &mut y, opts).unwrap();
+        let path = if repack && llama_cpp_repacks(t, rows) { Path::RepackGemv } else { Path::VecDot };
+        let k = kernel_for(t, Backend::Scalar, path).unwrap();
+        for (r, &got) in y.iter().enumerate() {
+            let want = k(w.row(r).unwrap(), &xq);
+            prop_assert_eq!(want.to_bits(), got.to_bits(), "{} {:?} row {} of {}: scalar {} avx512 {}", t, path, r, rows, want, got);
         }
     }
 }

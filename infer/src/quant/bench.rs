@@ -173,6 +173,70 @@ pub fn bench_matvec_opts(
     })
 }
 
+/// [`bench_matvec_opts`] cycling through copies of the matrix that together take at least
+/// `footprint` bytes, so that each call streams its weights from memory rather than from a
+/// cache that still holds them (decode reads every weight once per token). A `footprint`
+/// no larger than one matrix measures the matrix kept hot in the caches.
+pub fn bench_matvec_footprint(
+    ty: GgmlType,
+    opts: MatOptions,
+    rows: usize,
+    cols: usize,
+    footprint: usize,
+    budget: Duration,
+) -> Result<BenchResult, QuantError> {
+    let backend = opts.backend;
+    let one = synthetic_weights(ty, rows, cols)?;
+    let copies = footprint.div_ceil(one.len().max(1)).max(1);
+    let mut data = Vec::new();
+    data.try_reserve_exact(one.len().saturating_mul(copies))
+        .map_err(|_| QuantError::Overflow {
+            what: "bench footprint",
+        })?;
+    for _ in 0..copies {
+        data.extend_from_slice(&one);
+    }
+    let mats = data
+        .chunks_exact(one.len().max(1))
+        .map(|c| QMatrix::new(ty, rows, cols, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rng = Filler(7);
+    let x: Vec<f32> = (0..cols)
+        .map(|_| {
+            let r = rng.next().to_le_bytes();
+            let bits = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            f32::from_bits(0x3F80_0000 | (bits >> 9)) - 1.5
+        })
+        .collect();
+    let mut y = vec![0.0f32; rows];
+    for w in &mats {
+        matvec_opts(w, &x, &mut y, opts)?;
+    }
+    let start = Instant::now();
+    let mut calls = 0u32;
+    let mut best = Duration::MAX;
+    for w in mats.iter().cycle() {
+        if calls >= 3 && start.elapsed() >= budget {
+            break;
+        }
+        let t = Instant::now();
+        matvec_opts(w, &x, &mut y, opts)?;
+        best = best.min(t.elapsed());
+        calls += 1;
+    }
+    let per_call = start.elapsed() / calls;
+    Ok(BenchResult {
+        ty,
+        backend,
+        rows,
+        cols,
+        weight_bytes: one.len(),
+        calls,
+        per_call,
+        best,
+    })
+}
+
 /// [`bench_matvec`] for every weight type on the detected backend.
 pub fn bench_quant_types(
     rows: usize,

@@ -12,7 +12,7 @@
 //! reproduce that lane structure, the FMAs (`f32::mul_add`) and the reduction tree, so the
 //! scalar and AVX2 paths are bit-identical to each other and to ggml's `ggml_vec_dot_*`
 //! (checked against `libggml-cpu` in the fixtures). They are the reference implementation;
-//! speed comes from the run-time selected SIMD kernels ([`Backend::Avx2`]).
+//! speed comes from the run-time selected SIMD kernels ([`Backend::Avx2`], [`Backend::Avx512`]).
 //!
 //! llama.cpp does not always call `ggml_vec_dot` for a matmul; [`Path`] names the other
 //! kernels it uses, whose integer sums are the same but whose `f32` summation differs:
@@ -37,6 +37,12 @@ use super::{layout, simd, vec_dot_type, QuantError};
 /// A dot-product kernel: weight row bytes, quantized activation bytes -> dot product.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
+/// A multi-row kernel: `out[r]` = the dot product of the weight row at bytes
+/// `r * row_bytes..(r + 1) * row_bytes` of the weights with the quantized activations, for
+/// `r < out.len()` (rows the weights do not hold are left alone); bit-identical to the
+/// [`DotFn`] of the same type, backend and path, row by row.
+pub(crate) type RowsFn = fn(&[u8], usize, &[u8], &mut [f32]);
+
 /// Which implementation of the kernels to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -45,27 +51,54 @@ pub enum Backend {
     /// x86-64 AVX2 + FMA + F16C (falls back to scalar for types without an AVX2 kernel, and
     /// entirely when the CPU lacks those features).
     Avx2,
+    /// x86-64 AVX-512 F/BW/VL/VNNI for the quantized types, the AVX2 kernels for the others
+    /// (falls back to [`Backend::Avx2`] when the CPU lacks those features). Same bits as AVX2.
+    Avx512,
 }
 
 impl Backend {
     /// The fastest backend this CPU supports (detected once at run time).
     pub fn detect() -> Backend {
-        if simd::avx2_available() {
+        if simd::avx512_available() {
+            Backend::Avx512
+        } else if simd::avx2_available() {
             Backend::Avx2
         } else {
             Backend::Scalar
+        }
+    }
+
+    /// Whether this CPU runs this backend's own kernels (instead of falling back).
+    pub fn is_available(self) -> bool {
+        match self {
+            Backend::Scalar => true,
+            Backend::Avx2 => simd::avx2_available(),
+            Backend::Avx512 => simd::avx512_available(),
+        }
+    }
+
+    /// Short lowercase name (`scalar`, `avx2`, `avx512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
         }
     }
 }
 
 /// The kernel for weights of type `ty` on `backend`.
 pub fn kernel(ty: GgmlType, backend: Backend) -> Result<DotFn, QuantError> {
-    if backend == Backend::Avx2 {
-        if let Some(k) = simd::kernel(ty) {
-            return Ok(k);
-        }
+    kernel_for(ty, backend, Path::VecDot)
+}
+
+/// The multi-row kernel for weights of type `ty` on `backend` following `path`, where one
+/// exists (AVX-512, 32-element types); otherwise callers loop over [`kernel_for`].
+pub(crate) fn rows_kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Option<RowsFn> {
+    if backend == Backend::Avx512 {
+        return simd::avx512_rows_kernel(ty, path);
     }
-    scalar_kernel(ty).ok_or(QuantError::Unsupported { ty, op: "vec_dot" })
+    None
 }
 
 /// Which of llama.cpp's CPU matmul kernels a product reproduces (same integers, different
@@ -105,13 +138,23 @@ pub fn llama_cpp_tinyblas(ty: GgmlType, rows: usize, cols: usize, n: usize) -> b
 /// The kernel for weights of type `ty` on `backend` following `path`; the `Repack*` paths
 /// exist for `Q4_0` and `Q4_K`, [`Path::Tinyblas`] for `F32`, `F16` and `BF16`.
 pub fn kernel_for(ty: GgmlType, backend: Backend, path: Path) -> Result<DotFn, QuantError> {
-    if path == Path::VecDot {
-        return kernel(ty, backend);
-    }
-    if backend == Backend::Avx2 {
-        if let Some(k) = simd::repack_kernel(ty, path) {
+    if backend == Backend::Avx512 {
+        if let Some(k) = simd::avx512_kernel(ty, path) {
             return Ok(k);
         }
+    }
+    if matches!(backend, Backend::Avx2 | Backend::Avx512) {
+        let k = if path == Path::VecDot {
+            simd::kernel(ty)
+        } else {
+            simd::repack_kernel(ty, path)
+        };
+        if let Some(k) = k {
+            return Ok(k);
+        }
+    }
+    if path == Path::VecDot {
+        return scalar_kernel(ty).ok_or(QuantError::Unsupported { ty, op: "vec_dot" });
     }
     Ok(match (ty, path) {
         (GgmlType::F32, Path::Tinyblas) => dot_f32_tinyblas,

@@ -5,13 +5,16 @@
 //! thread-local buffer, so a `matvec` allocates nothing once warm.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::pool::SpinPool;
 use llmstream::gguf::GgmlType;
 
-use super::dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, Backend, DotFn, Path};
+use super::dot::{
+    kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, rows_kernel_for, Backend, DotFn, Path,
+    RowsFn,
+};
 use super::q8::{activation_bytes, quantize_activations};
 use super::{dequantize, layout, vec_dot_type, QuantError};
 
@@ -111,8 +114,28 @@ pub fn dequantize_row(w: &QMatrix<'_>, r: usize, out: &mut [f32]) -> Result<(), 
 
 static POOL: RwLock<Option<Arc<SpinPool>>> = RwLock::new(None);
 
+/// Pin pool workers to CPUs: 0 = unset (then `LLMSTREAM_PIN_THREADS=1` turns it on), 1 = off,
+/// 2 = on.
+static PIN: AtomicU8 = AtomicU8::new(0);
+
+/// Whether pools built from now on pin their worker threads to CPUs (worker `i` to the
+/// `i`-th CPU of the process's affinity mask; no pinning when the mask has fewer CPUs than
+/// threads). Off by default, or on with the environment variable `LLMSTREAM_PIN_THREADS=1`:
+/// pinning helps on dedicated cores and hurts when other processes share them. Takes effect
+/// at the next [`set_threads`].
+pub fn set_pin_threads(on: bool) {
+    PIN.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+fn pin_threads() -> bool {
+    match PIN.load(Ordering::Relaxed) {
+        0 => std::env::var("LLMSTREAM_PIN_THREADS").is_ok_and(|v| v == "1"),
+        v => v == 2,
+    }
+}
+
 fn build_pool(threads: usize) -> Result<Arc<SpinPool>, QuantError> {
-    SpinPool::new(threads)
+    SpinPool::new(threads, pin_threads())
         .map(Arc::new)
         .map_err(|source| QuantError::ThreadPool { threads, source })
 }
@@ -239,12 +262,28 @@ fn kernels(
 
 // ------------------------------------------------------------------------------- products
 
-/// Rows per parallel task: enough tasks for load balance, each big enough to amortize the
-/// scheduling (about 64 KiB of weights at least).
+/// Rows per parallel task: about four tasks per thread for load balance (another process
+/// may hold a core), each of at least 16 KiB of weights to amortize the scheduling, in
+/// multiples of 8 rows (the multi-row kernels' group), and evenly split so that no task is a
+/// short remainder.
 fn rows_per_task(rows: usize, row_bytes: usize, threads: usize) -> usize {
-    let min_rows = (65_536 / row_bytes.max(1)).max(1);
-    let balanced = rows.div_ceil(threads.max(1) * 4).max(1);
-    balanced.max(min_rows)
+    let max_tasks = (rows * row_bytes / 16_384).max(1);
+    let tasks = (threads.max(1) * 4).min(max_tasks).max(1);
+    let per = rows.div_ceil(tasks).max(1);
+    if per >= 8 {
+        per.div_ceil(8) * 8
+    } else {
+        per
+    }
+}
+
+/// The path llama.cpp takes for one activation row times `w`.
+fn single_path(w: &QMatrix<'_>, opts: MatOptions) -> Path {
+    if opts.llama_cpp_repack && llama_cpp_repacks(w.ty, w.rows) {
+        Path::RepackGemv
+    } else {
+        Path::VecDot
+    }
 }
 
 /// `y[r] = dot(W[r], x)` for one activation vector (`x.len() == w.cols`,
@@ -283,6 +322,7 @@ pub fn matvec_opts(
     }
     let vty = vec_dot_type(w.ty)?;
     let (single, _, _) = kernels(w, opts, 1)?;
+    let multi = rows_kernel_for(w.ty, opts.backend, single_path(w, opts));
     let xq_len = activation_bytes(vty, w.cols)?;
     let pool = pool()?;
     with_scratch(&XQ, |xq| {
@@ -290,6 +330,7 @@ pub fn matvec_opts(
         quantize_activations(vty, x, xq)?;
         let job = Job {
             single,
+            multi,
             group: single,
             grouped: 0,
             data: w.data,
@@ -368,6 +409,7 @@ pub fn matmul_opts(
             yt.resize(y_len, 0.0);
             let job = Job {
                 single,
+                multi: None,
                 group,
                 grouped,
                 data: w.data,
@@ -391,6 +433,8 @@ pub fn matmul_opts(
 /// activation rows `j < grouped` use `group` and the others `single`.
 struct Job<'a> {
     single: DotFn,
+    /// The multi-row form of `single`, used when `n == 1`.
+    multi: Option<RowsFn>,
     group: DotFn,
     grouped: usize,
     data: &'a [u8],
@@ -403,6 +447,13 @@ struct Job<'a> {
 impl Job<'_> {
     /// Rows `r0..` into `out` (`n` outputs per row).
     fn rows(&self, r0: usize, out: &mut [f32]) {
+        if let (Some(k), 1, true) = (self.multi, self.n, self.rb > 0) {
+            let end = (r0 + out.len()).min(self.data.len() / self.rb.max(1));
+            if let Some(w) = self.data.get(r0 * self.rb..end * self.rb) {
+                k(w, self.rb, self.xq, out);
+                return;
+            }
+        }
         for (i, o) in out.chunks_exact_mut(self.n).enumerate() {
             let r = r0 + i;
             let wr = &self.data[r * self.rb..(r + 1) * self.rb];

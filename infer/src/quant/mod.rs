@@ -37,7 +37,8 @@ pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backen
 pub use error::QuantError;
 pub use matmul::{
     dequantize_row, matmul, matmul_opts, matmul_with, matvec, matvec_opts, matvec_with,
-    parallel_chunks_mut, set_llama_cpp_repack, set_threads, threads, MatOptions, QMatrix,
+    parallel_chunks_mut, set_llama_cpp_repack, set_pin_threads, set_threads, threads, MatOptions,
+    QMatrix,
 };
 pub use q8::{activation_bytes, quantize_activations};
 

@@ -3,6 +3,11 @@
 //! sleeps right away spent a quarter of decode time in futex wake-ups), and an idle process
 //! uses no CPU.
 //!
+//! Workers can be pinned to CPUs (`pin`): worker `i` to the `i`-th CPU of the process's
+//! affinity mask, leaving the first one to the calling thread (which is never pinned: it
+//! belongs to the caller). When the mask holds fewer CPUs than threads, or the kernel refuses,
+//! the pool runs unpinned.
+//!
 //! The only `unsafe` here erases the lifetime of the job closure so workers can call it;
 //! [`SpinPool::run`] does not return before every worker has left the job, so the closure
 //! outlives every call.
@@ -29,6 +34,8 @@ struct Shared {
     lock: Mutex<()>,
     cv: Condvar,
     caller: Mutex<()>,
+    /// Workers that pinned themselves to their CPU.
+    pinned: AtomicUsize,
 }
 
 // SAFETY: `job` is written only by the thread holding `caller` while no worker is inside a job
@@ -54,9 +61,25 @@ impl std::fmt::Debug for SpinPool {
 }
 
 impl SpinPool {
-    /// A pool of `threads` (at least 1) threads, counting the caller.
-    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+    /// A pool of `threads` (at least 1) threads, counting the caller; with `pin`, workers
+    /// pinned to CPUs where the affinity mask allows it (see the module docs).
+    pub(crate) fn new(threads: usize, pin: bool) -> std::io::Result<Self> {
         let threads = threads.max(1);
+        let cpus = if pin && threads > 1 {
+            let cpus = affinity::allowed_cpus();
+            if cpus.len() < threads {
+                tracing::debug!(
+                    allowed = cpus.len(),
+                    threads,
+                    "quant pool not pinned: the affinity mask has fewer CPUs than threads"
+                );
+                Vec::new()
+            } else {
+                cpus
+            }
+        } else {
+            Vec::new()
+        };
         let shared = Arc::new(Shared {
             epoch: AtomicU64::new(0),
             job: UnsafeCell::new(None),
@@ -68,14 +91,26 @@ impl SpinPool {
             lock: Mutex::new(()),
             cv: Condvar::new(),
             caller: Mutex::new(()),
+            pinned: AtomicUsize::new(0),
         });
         let mut workers = Vec::with_capacity(threads - 1);
         for i in 1..threads {
             let s = Arc::clone(&shared);
+            let cpu = cpus.get(i).copied();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("llmstream-quant-{i}"))
-                    .spawn(move || worker(&s))?,
+                    .spawn(move || {
+                        if let Some(cpu) = cpu {
+                            match affinity::pin_current_thread(cpu) {
+                                Ok(()) => {
+                                    s.pinned.fetch_add(1, Ordering::SeqCst);
+                                }
+                                Err(e) => tracing::debug!(cpu, "quant worker not pinned: {e}"),
+                            }
+                        }
+                        worker(&s)
+                    })?,
             );
         }
         Ok(SpinPool {
@@ -88,6 +123,12 @@ impl SpinPool {
     /// Threads, counting the caller.
     pub(crate) fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Workers pinned to a CPU so far (they pin themselves as they start).
+    #[cfg(test)]
+    fn pinned(&self) -> usize {
+        self.shared.pinned.load(Ordering::SeqCst)
     }
 
     /// Run `f(0) .. f(n_tasks - 1)` across the pool; returns when all are done. A second
@@ -214,6 +255,46 @@ impl Drop for SpinPool {
     }
 }
 
+/// CPU affinity of the pool's threads (Linux; elsewhere nothing is pinned).
+mod affinity {
+    /// The CPUs the calling thread may run on, ascending; empty when unknown.
+    pub(super) fn allowed_cpus() -> Vec<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sched::{sched_getaffinity, CpuSet};
+            use nix::unistd::Pid;
+            match sched_getaffinity(Pid::from_raw(0)) {
+                Ok(set) => (0..CpuSet::count())
+                    .filter(|&c| set.is_set(c).unwrap_or(false))
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Vec::new()
+        }
+    }
+
+    /// Restricts the calling thread to `cpu`.
+    pub(super) fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sched::{sched_setaffinity, CpuSet};
+            use nix::unistd::Pid;
+            let mut set = CpuSet::new();
+            set.set(cpu).map_err(std::io::Error::from)?;
+            // pid 0: the calling thread
+            sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = cpu;
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +302,7 @@ mod tests {
 
     #[test]
     fn runs_every_task_once_across_many_jobs_and_sleeps() {
-        let p = SpinPool::new(3).unwrap();
+        let p = SpinPool::new(3, false).unwrap();
         for round in 0..2000u64 {
             let hits: Vec<AtomicU64> = (0..37).map(|_| AtomicU64::new(0)).collect();
             p.run(37, &|i| {
@@ -236,7 +317,7 @@ mod tests {
 
     #[test]
     fn chunks_cover_the_slice_once_with_a_short_last_one() {
-        let p = SpinPool::new(3).unwrap();
+        let p = SpinPool::new(3, false).unwrap();
         for (len, chunk) in [(0usize, 4usize), (1, 4), (37, 5), (64, 8), (10, 100)] {
             let mut v = vec![0u32; len];
             p.for_each_chunk_mut(&mut v, chunk, &|i, part| {
@@ -252,7 +333,7 @@ mod tests {
 
     #[test]
     fn concurrent_callers_do_not_deadlock() {
-        let p = Arc::new(SpinPool::new(2).unwrap());
+        let p = Arc::new(SpinPool::new(2, false).unwrap());
         let hs: Vec<_> = (0..4)
             .map(|_| {
                 let p = Arc::clone(&p);
@@ -269,6 +350,36 @@ mod tests {
             .collect();
         for h in hs {
             h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn pinned_pool_pins_its_workers_where_the_mask_allows_and_runs_jobs() {
+        let allowed = affinity::allowed_cpus();
+        for threads in [2usize, allowed.len().max(1), allowed.len() + 1] {
+            let p = SpinPool::new(threads, true).unwrap();
+            for _ in 0..200 {
+                let c = AtomicU64::new(0);
+                p.run(13, &|_| {
+                    c.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(c.load(Ordering::Relaxed), 13);
+            }
+            if cfg!(target_os = "linux") && allowed.len() >= threads {
+                // workers pin themselves as they start: wait for them a little
+                let t0 = Instant::now();
+                while p.pinned() < threads - 1 && t0.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert_eq!(
+                    p.pinned(),
+                    threads - 1,
+                    "threads {threads}, mask {allowed:?}"
+                );
+            } else {
+                // a mask smaller than the pool: nothing pinned, still correct
+                assert_eq!(p.pinned(), 0, "threads {threads}, mask {allowed:?}");
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use llmstream::gguf::GgmlType;
 
 use crate::quant::blocks::{
-    f16_bits_to_f32, k4_scales_mins, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
+    f16_bits_to_f32, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
 };
 use crate::quant::dot::{self, DotFn, Path};
 
@@ -132,7 +132,7 @@ safe_kernel!(dot_bf16, bf16_bf16, dot::dot_bf16, 2, 2);
 /// ggml does on x86: converting through `vcvtph2ps` made LLVM insert the half into a dirty
 /// vector register (the accumulator), chaining every block's scale onto the previous block's
 /// FMA, and the exact scalar bit conversion costs a dozen instructions per scale.
-fn f16_table() -> &'static F16Table {
+pub(super) fn f16_table() -> &'static F16Table {
     static TABLE: OnceLock<Box<F16Table>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut t = Box::new([0.0f32; 1 << 16]);
@@ -143,14 +143,14 @@ fn f16_table() -> &'static F16Table {
     })
 }
 
-type F16Table = [f32; 1 << 16];
+pub(super) type F16Table = [f32; 1 << 16];
 
 /// The `f16` at `p` as `f32`.
 ///
 /// # Safety
 /// `p..p+2` readable.
 #[inline]
-unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
     // SAFETY: the caller guarantees two readable bytes at `p`; `[u8; 2]` has alignment 1.
     let bits = unsafe { u16::from_le_bytes(p.cast::<[u8; 2]>().read()) };
     t[usize::from(bits)]
@@ -161,9 +161,30 @@ unsafe fn f16_at(t: &F16Table, p: *const u8) -> f32 {
 /// # Safety
 /// `p..p+4` readable.
 #[inline]
-unsafe fn f32_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     // SAFETY: the caller guarantees four readable bytes at `p`; `[u8; 4]` has alignment 1.
     unsafe { f32::from_le_bytes(p.cast::<[u8; 4]>().read()) }
+}
+
+/// How far ahead of the block being summed the weight stream is prefetched, in bytes.
+pub(super) const PREFETCH: usize = 1536;
+
+/// Prefetches `n` cache lines from `PREFETCH` bytes after `p`. Past the end of the weights
+/// the address is only computed (`wrapping_add`), never dereferenced, and a prefetch never
+/// faults. Over weights that do not fit the caches, the hardware prefetchers alone leave the
+/// cores waiting on memory.
+///
+/// # Safety
+/// AVX2 available (SSE is enough).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(unused_unsafe)]
+pub(super) unsafe fn prefetch_ahead(p: *const u8, n: usize) {
+    for l in 0..n {
+        let a = p.wrapping_add(PREFETCH + 64 * l);
+        // SAFETY: `prefetcht0` reads nothing architecturally and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(a.cast::<i8>()) };
+    }
 }
 
 /// 32 unaligned bytes at `p`.
@@ -172,7 +193,7 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 /// AVX available; `p..p+32` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(p.cast::<__m256i>()) }
 }
@@ -183,7 +204,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 /// SSE2 available; `p..p+16` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(super) unsafe fn load128(p: *const u8) -> __m128i {
     // SAFETY: the caller guarantees 16 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(p.cast::<__m128i>()) }
 }
@@ -194,7 +215,7 @@ unsafe fn load128(p: *const u8) -> __m128i {
 /// AVX2 available; `p..p+16` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 16 readable bytes at `p` and AVX2.
     unsafe {
         let t = load128(p);
@@ -268,7 +289,7 @@ unsafe fn mul_sum_us8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(unused_unsafe)]
-unsafe fn hsum_movehl(x: __m256) -> f32 {
+pub(super) unsafe fn hsum_movehl(x: __m256) -> f32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX.
     unsafe {
         let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
@@ -301,7 +322,7 @@ unsafe fn hsum_hadd(x: __m256) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(unused_unsafe)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     // SAFETY: register-only intrinsics; the caller guarantees AVX2.
     unsafe {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
@@ -313,7 +334,7 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 /// An `i32` to `f32` rounded to nearest even, as `cvtdq2ps`.
 #[inline(always)]
-fn i32_to_f32(v: i32) -> f32 {
+pub(super) fn i32_to_f32(v: i32) -> f32 {
     #[allow(clippy::cast_precision_loss)]
     let f = v as f32;
     f
@@ -331,6 +352,7 @@ unsafe fn q4_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q4_0::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_0::SIZE);
             let d = _mm256_set1_ps(f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
@@ -354,6 +376,7 @@ unsafe fn q4_0_repack(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f3
         let mut acc = 0.0f32;
         for i in 0..nb {
             let wb = w.add(i * q4_0::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_0::SIZE);
             let d = f16_at(t, wb.add(q4_0::D)) * f16_at(t, xb.add(q8_0::D));
             let qx = _mm256_sub_epi8(nibbles(wb.add(q4_0::QS)), _mm256_set1_epi8(8));
@@ -376,6 +399,7 @@ unsafe fn q4_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut summs = 0.0f32;
         for i in 0..nb {
             let wb = w.add(i * q4_1::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_1::SIZE);
             let d = _mm256_set1_ps(f16_at(t, wb.add(q4_1::D)) * f16_at(t, xb.add(q8_1::D)));
             summs = f16_at(t, wb.add(q4_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
@@ -396,6 +420,7 @@ unsafe fn q5_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q5_0::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_0::SIZE);
             let d = _mm256_set1_ps(f16_at(t, wb.add(q5_0::D)) * f16_at(t, xb.add(q8_0::D)));
             // value = nibble | bit << 4, minus 16: a clear bit sets the byte's top nibble,
@@ -419,6 +444,7 @@ unsafe fn q5_1_q8_1(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut summs = 0.0f32;
         for i in 0..nb {
             let wb = w.add(i * q5_1::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_1::SIZE);
             let d = _mm256_set1_ps(f16_at(t, wb.add(q5_1::D)) * f16_at(t, xb.add(q8_1::D)));
             summs = f16_at(t, wb.add(q5_1::M)).mul_add(f16_at(t, xb.add(q8_1::S)), summs);
@@ -440,6 +466,7 @@ unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q8_0::SIZE);
+            prefetch_ahead(wb, 1);
             let xb = x.add(i * q8_0::SIZE);
             let d = _mm256_set1_ps(f16_at(t, wb.add(q8_0::D)) * f16_at(t, xb.add(q8_0::D)));
             let qx = load256(wb.add(q8_0::QS));
@@ -452,6 +479,27 @@ unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
 
 // ---------------------------------------------------------------------------------- K types
 
+/// The Q4_K/Q5_K scales and mins of a 12-byte `scales` field: bytes 0..8 the eight 6-bit
+/// scales, bytes 8..16 the eight 6-bit mins (the same values as
+/// [`k4_scales_mins`](crate::quant::blocks::k4_scales_mins), unpacked with four 32-bit
+/// operations per half instead of a byte loop).
+#[inline(always)]
+pub(super) fn k4_scales_mins_packed(s: [u8; 12]) -> [u8; 16] {
+    let a = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let m = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let c = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    // byte j of `x >> 2` masked with 0x30 holds bits 6 and 7 of byte j of `x` at 4 and 5
+    let sc_lo = a & 0x3F3F_3F3F;
+    let sc_hi = (c & 0x0F0F_0F0F) | ((a >> 2) & 0x3030_3030);
+    let mn_lo = m & 0x3F3F_3F3F;
+    let mn_hi = ((c >> 4) & 0x0F0F_0F0F) | ((m >> 2) & 0x3030_3030);
+    let mut out = [0u8; 16];
+    for (o, v) in out.chunks_exact_mut(4).zip([sc_lo, sc_hi, mn_lo, mn_hi]) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// The Q4_K/Q5_K scales and mins of the 12 bytes at `p`, widened: 16-bit scales 0..8 in the
 /// low 128 bits, mins 0..8 in the high 128 bits.
 ///
@@ -459,13 +507,10 @@ unsafe fn q8_0_q8_0(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
 /// AVX2 available; `p..p+12` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
-    // SAFETY: the caller guarantees 12 readable bytes and AVX2.
+pub(super) unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 12 readable bytes and AVX2; `both` is 16 bytes.
     unsafe {
-        let (sc, mn) = k4_scales_mins(&p.cast::<[u8; 12]>().read());
-        let mut both = [0u8; 16];
-        both[..8].copy_from_slice(&sc);
-        both[8..].copy_from_slice(&mn);
+        let both = k4_scales_mins_packed(p.cast::<[u8; 12]>().read());
         _mm256_cvtepu8_epi16(load128(both.as_ptr()))
     }
 }
@@ -477,7 +522,7 @@ unsafe fn k4_scales_mins_16(p: *const u8) -> __m256i {
 /// AVX2 available; `bsums..bsums+32` readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_min_products(bsums: *const u8, ms: __m256i) -> __m128i {
+pub(super) unsafe fn k_min_products(bsums: *const u8, ms: __m256i) -> __m128i {
     // SAFETY: the caller guarantees 32 readable bytes and AVX2.
     unsafe {
         let b = load256(bsums);
@@ -554,6 +599,7 @@ unsafe fn q4_k_q8_k<const MODE: u8>(t: &F16Table, nb: usize, w: *const u8, x: *c
         let (mut acc_s, mut acc_ms) = (0.0f32, 0.0f32);
         for i in 0..nb {
             let wb = w.add(i * q4_k::SIZE);
+            prefetch_ahead(wb, 3);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
             let d = yd * f16_at(t, wb.add(q4_k::D));
@@ -627,6 +673,7 @@ unsafe fn q5_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut summs = 0.0f32;
         for i in 0..nb {
             let wb = w.add(i * q5_k::SIZE);
+            prefetch_ahead(wb, 3);
             let xb = x.add(i * q8_k::SIZE);
             let yd = f32_at(xb.add(q8_k::D));
             let d = yd * f16_at(t, wb.add(q5_k::D));
@@ -681,6 +728,7 @@ unsafe fn q6_k_q8_k(t: &F16Table, nb: usize, w: *const u8, x: *const u8) -> f32 
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
             let wb = w.add(i * q6_k::SIZE);
+            prefetch_ahead(wb, 4);
             let xb = x.add(i * q8_k::SIZE);
             let d = f32_at(xb.add(q8_k::D)) * f16_at(t, wb.add(q6_k::D));
             let scales = load128(wb.add(q6_k::SCALES));
@@ -739,6 +787,7 @@ unsafe fn f32_f32(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
         let np = n & !31;
         let mut s = [_mm256_setzero_ps(); 4];
         for i in (0..np).step_by(32) {
+            prefetch_ahead(w.add(4 * i), 2);
             for (j, acc) in s.iter_mut().enumerate() {
                 let a = _mm256_loadu_ps(w.add(4 * (i + 8 * j)).cast::<f32>());
                 let b = _mm256_loadu_ps(x.add(4 * (i + 8 * j)).cast::<f32>());
@@ -763,6 +812,7 @@ unsafe fn f16_f16(t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
         let np = n & !31;
         let mut s = [_mm256_setzero_ps(); 4];
         for i in (0..np).step_by(32) {
+            prefetch_ahead(w.add(2 * i), 1);
             for (j, acc) in s.iter_mut().enumerate() {
                 let a = _mm256_cvtph_ps(load128(w.add(2 * (i + 8 * j))));
                 let b = _mm256_cvtph_ps(load128(x.add(2 * (i + 8 * j))));
@@ -801,6 +851,7 @@ unsafe fn bf16_bf16(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 
         let np = n & !31;
         let mut c = [_mm256_setzero_ps(); 4];
         for i in (0..np).step_by(32) {
+            prefetch_ahead(w.add(2 * i), 1);
             for (j, acc) in c.iter_mut().enumerate() {
                 let a = load_bf16x8(w.add(2 * (i + 8 * j)));
                 let b = load_bf16x8(x.add(2 * (i + 8 * j)));
@@ -899,4 +950,28 @@ unsafe fn f16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f
 unsafe fn bf16_tinyblas(_t: &F16Table, n: usize, w: *const u8, x: *const u8) -> f32 {
     // SAFETY: same contract; the loader reads whole steps of 8 below `n`.
     unsafe { tinyblas(n, w, x, load_bf16x8_at) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k4_scales_mins_packed;
+    use crate::quant::blocks::k4_scales_mins;
+
+    #[test]
+    fn packed_scales_and_mins_match_the_byte_loop() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        for _ in 0..20_000 {
+            let mut s = [0u8; 12];
+            for b in &mut s {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state.to_le_bytes()[3];
+            }
+            let (sc, mn) = k4_scales_mins(&s);
+            let p = k4_scales_mins_packed(s);
+            assert_eq!(p[..8], sc, "{s:?}");
+            assert_eq!(p[8..], mn, "{s:?}");
+        }
+    }
 }

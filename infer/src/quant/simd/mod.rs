@@ -1,16 +1,24 @@
 //! SIMD dot-product kernels, selected at run time. All the `unsafe` code of the quant module
 //! lives under this module.
 //!
-//! Only AVX2 + FMA + F16C (x86-64) is implemented, for every weight type. AVX-512 and AMX are
-//! deliberately not used (the development machines advertise AMX but fault on it, and the
-//! reference llama.cpp build uses the AVX2 kernels, whose numerics these reproduce).
+//! - [`avx2`]: AVX2 + FMA + F16C (x86-64), every weight type and path.
+//! - `avx512`: AVX-512 F/BW/VL/VNNI (x86-64), the quantized types: wider integer work with
+//!   the AVX2 kernels' `f32` accumulation, so bit-identical to them; multi-row kernels for the
+//!   32-element types; software prefetch of the weight stream. Float weights stay on the AVX2
+//!   kernels (they are bound by memory). Built with Rust 1.89 or later (`build.rs`), whose
+//!   `std::arch` has the AVX-512 intrinsics.
+//!
+//! AMX is deliberately not used: the development machines advertise AMX but fault on it, and
+//! its tile products would sum in another order than the reference llama.cpp (AVX2) build.
 
 use llmstream::gguf::GgmlType;
 
-use super::dot::{DotFn, Path};
+use super::dot::{DotFn, Path, RowsFn};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(all(target_arch = "x86_64", llmstream_avx512))]
+mod avx512;
 
 /// Whether the CPU has AVX2, FMA and F16C (cached by `std`).
 pub(crate) fn avx2_available() -> bool {
@@ -19,6 +27,19 @@ pub(crate) fn avx2_available() -> bool {
         avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether the CPU has everything the AVX-512 kernels need (AVX-512 F, BW, VL and VNNI, with
+/// AVX2, FMA and F16C).
+pub(crate) fn avx512_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
+    {
+        avx512::available()
+    }
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
     {
         false
     }
@@ -50,6 +71,39 @@ pub(crate) fn repack_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
         None
     }
     #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (ty, path);
+        None
+    }
+}
+
+/// The per-row AVX-512 kernel for `ty` on `path`, when the CPU supports it and one exists
+/// (otherwise the AVX2 kernel is as fast).
+pub(crate) fn avx512_kernel(ty: GgmlType, path: Path) -> Option<DotFn> {
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
+    {
+        if avx512::available() {
+            return avx512::kernel(ty, path);
+        }
+        None
+    }
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
+    {
+        let _ = (ty, path);
+        None
+    }
+}
+
+/// The multi-row AVX-512 kernel for `ty` on `path`, when the CPU supports it and one exists.
+pub(crate) fn avx512_rows_kernel(ty: GgmlType, path: Path) -> Option<RowsFn> {
+    #[cfg(all(target_arch = "x86_64", llmstream_avx512))]
+    {
+        if avx512::available() {
+            return avx512::rows_kernel(ty, path);
+        }
+        None
+    }
+    #[cfg(not(all(target_arch = "x86_64", llmstream_avx512)))]
     {
         let _ = (ty, path);
         None
