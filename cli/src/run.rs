@@ -28,10 +28,10 @@ pub struct ModelArgs {
     /// Streamed layers copied ahead of use on the GPU.
     #[arg(long, default_value_t = 2)]
     pub depth: usize,
-    /// Layers outside VRAM: `gpu` streams them all over the link, `cpu` computes the pinned-RAM
-    /// ones on the CPU, `auto` splits those between the CPU and the link by measured rates
-    /// (hybrid decode).
-    #[arg(long, default_value = "gpu")]
+    /// Layers outside VRAM: `auto` splits the pinned-RAM ones between the CPU and the link by
+    /// rates measured at load (hybrid decode; nothing changes when every layer fits VRAM),
+    /// `gpu` streams them all over the link, `cpu` computes them all on the CPU.
+    #[arg(long, default_value = "auto")]
     pub split: String,
     /// Layers the CPU computes, whatever the plan (comma-separated indices; overrides --split).
     #[arg(long, value_delimiter = ',')]
