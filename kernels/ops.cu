@@ -129,15 +129,12 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 }
 
 // ------------------------------------------------------------------------------ rope
-// One block per token, in place on x[n_tok][n_heads * head_dim]. theta as ggml's rope cache:
-// position, times theta_scale once per pair, in float (theta_scale computed on the host exactly
-// as the CPU computes it). cos/sin in double, rounded to float.
-extern "C" __global__ void ops_rope(float* x, int n_heads, int head_dim, int n_rot, u32 pos0,
-                                    float theta_scale, float freq_scale, const float* factors,
-                                    int neox) {
-    __shared__ float cs[128], sn[128];
-    const int half = n_rot / 2;
-    const u32 pos = pos0 + blockIdx.x;
+// cos and sin of the `half` rotation angles at `pos`, shared by the block: theta as ggml's rope
+// cache (position, times theta_scale once per pair, in float), divided by the llama3 factors,
+// times freq_scale; cos/sin in double, rounded to float.
+__device__ __forceinline__ void op_rope_cache(u32 pos, int half, float theta_scale,
+                                              float freq_scale, const float* factors, float* cs,
+                                              float* sn) {
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float theta = (float)pos;
         for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
@@ -148,6 +145,18 @@ extern "C" __global__ void ops_rope(float* x, int n_heads, int head_dim, int n_r
         cs[i] = (float)cd;
         sn[i] = (float)sd;
     }
+}
+
+// One block per token, in place on x[n_tok][n_heads * head_dim]. theta as ggml's rope cache:
+// position, times theta_scale once per pair, in float (theta_scale computed on the host exactly
+// as the CPU computes it). cos/sin in double, rounded to float.
+extern "C" __global__ void ops_rope(float* x, int n_heads, int head_dim, int n_rot, u32 pos0,
+                                    float theta_scale, float freq_scale, const float* factors,
+                                    int neox) {
+    __shared__ float cs[128], sn[128];
+    const int half = n_rot / 2;
+    const u32 pos = pos0 + blockIdx.x;
+    op_rope_cache(pos, half, theta_scale, freq_scale, factors, cs, sn);
     __syncthreads();
     float* row = x + (u64)blockIdx.x * (u64)n_heads * (u64)head_dim;
 #pragma unroll 2
@@ -173,16 +182,7 @@ extern "C" __global__ void ops_rope_kv(float* q, float* k, const float* v, u16* 
     __shared__ float cs[128], sn[128];
     const int half = n_rot / 2;
     const u32 pos = pos0 + blockIdx.y;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = (float)pos;
-        for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
-        const float ff = factors ? factors[i] : 1.0f;
-        const float t = __fmul_rn(freq_scale, __fdiv_rn(theta, ff));
-        double sd, cd;
-        sincos((double)t, &sd, &cd);
-        cs[i] = (float)cd;
-        sn[i] = (float)sd;
-    }
+    op_rope_cache(pos, half, theta_scale, freq_scale, factors, cs, sn);
     __syncthreads();
     const bool is_k = (int)blockIdx.x >= n_head;
     const int h = is_k ? (int)blockIdx.x - n_head : (int)blockIdx.x;

@@ -88,8 +88,21 @@ fn cpu_rate_under_copies(
     const CHUNK: usize = 256 << 20;
     let mut probe = CpuLayers::probe(ctx, model, hp, li)?;
     let copy = gpu.context().new_stream().map_err(drv("cuStreamCreate"))?;
-    let host = ctx.alloc(BufferKind::Pinned, CHUNK)?;
-    let dev = DevBuf::zeroed(gpu.stream(), CHUNK)?;
+    // Without room for the copies (page-locked memory or VRAM refused) the CPU is probed alone.
+    let (host, dev) = match (
+        ctx.alloc(BufferKind::Pinned, CHUNK),
+        DevBuf::zeroed(gpu.stream(), CHUNK),
+    ) {
+        (Ok(h), Ok(d)) => (h, d),
+        (h, d) => {
+            tracing::warn!(
+                pinned = h.err().map(|e| e.to_string()),
+                vram = d.err().map(|e| e.to_string()),
+                "CPU probe without concurrent copies"
+            );
+            return probe.rate(li);
+        }
+    };
     gpu.sync()?;
     let Some(hptr) = host.host_ptr() else {
         return Err(InferError::Gpu("pinned buffer without host memory".into()));

@@ -7,6 +7,21 @@ use crate::gpu::{DevSpan, Gpu, Result};
 const F32: usize = 4;
 const F16: usize = 2;
 
+/// `x` and `out` hold `rows` rows of `n` floats, `w` holds `n`.
+fn check_norm(
+    kernel: &'static str,
+    x: DevSpan,
+    w: DevSpan,
+    out: DevSpan,
+    rows: usize,
+    n: usize,
+) -> Result<()> {
+    let bytes = product(kernel, "x", &[rows, n, F32])?;
+    x.need(kernel, "x", bytes)?;
+    out.need(kernel, "out", bytes)?;
+    w.need(kernel, "w", n * F32)
+}
+
 /// RMSNorm of `rows` rows of `n` floats of `x` into `out` (which may be `x`), times `w`, as
 /// [`crate::ops::rms_norm`]: sum of squares in `f64`, equal to the CPU except when the two
 /// summation orders round the mean differently (about 1 row in 10^8).
@@ -23,10 +38,7 @@ pub fn rms_norm(
     if n == 0 {
         return Err(invalid(K, "rows of width 0"));
     }
-    let bytes = product(K, "x", &[rows, n, F32])?;
-    x.need(K, "x", bytes)?;
-    out.need(K, "out", bytes)?;
-    w.need(K, "w", n * F32)?;
+    check_norm(K, x, w, out, rows, n)?;
     if rows == 0 {
         return Ok(());
     }
@@ -68,10 +80,7 @@ pub fn rms_norm_q8k(
             format!("rows of width {n} (a multiple of 256 is needed)"),
         ));
     }
-    let bytes = product(K, "x", &[rows, n, F32])?;
-    x.need(K, "x", bytes)?;
-    out.need(K, "out", bytes)?;
-    w.need(K, "w", n * F32)?;
+    check_norm(K, x, w, out, rows, n)?;
     xq.need(K, "xq", product(K, "xq", &[rows, n / 256, 292])?)?;
     if xq.ptr() % 4 != 0 || x.ptr() == out.ptr() {
         return Err(invalid(K, "xq must be 4-byte aligned and out apart from x"));
