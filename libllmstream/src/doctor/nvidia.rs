@@ -287,7 +287,7 @@ pub(super) fn cufile_check(gpus: &[Gpu], gds: &Gds) -> Check {
             NAME,
             Verdict::Warn,
             format!(
-                "{}; but udev's database (/run/udev/data) is absent: cuFile looks up each file's volume through udev and refuses to register any file without it (CU_FILE_HANDLE_NOT_REGISTERED, 5027: seen on the GPU machine, NVIDIA's own calls included), so llmstream stays on the pinned bounce",
+                "{}; but udev's database (/run/udev/data) is absent: cuFile looks up each file's volume through udev and refuses to register a file whose block device has no udev record (CU_FILE_HANDLE_NOT_REGISTERED, 5027, with `udev property not found: ID_FS_USAGE` in cufile.log), so llmstream stays on the pinned bounce",
                 gds.cufile_detail
             ),
         )
