@@ -843,10 +843,10 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
         }
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float oa = __shfl_xor_sync(0xffffffffu, ba, o);
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const u32 oe = __shfl_xor_sync(0xffffffffu, be, o);
+    for (int sh = 16; sh > 0; sh >>= 1) {
+        const float oa = __shfl_xor_sync(0xffffffffu, ba, sh);
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, sh);
+        const u32 oe = __shfl_xor_sync(0xffffffffu, be, sh);
         if (oa > ba || (oa == ba && oe < be)) {
             ba = oa;
             bv = ov;

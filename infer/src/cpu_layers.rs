@@ -10,8 +10,7 @@ use crate::config::HParams;
 use crate::error::{InferError, Result};
 use crate::forward::{layer_forward, Scratch, State};
 use crate::kv::KvType;
-use crate::quant;
-use crate::weights::LayerWeights;
+use crate::weights::{load_rope_freqs, LayerWeights};
 
 /// The CPU's layers of a model.
 #[derive(Debug)]
@@ -34,17 +33,7 @@ impl CpuLayers {
         which: &[usize],
         n_ctx: usize,
     ) -> Result<Self> {
-        let rope_freqs = match model.tensor("rope_freqs.weight") {
-            Ok(t) => {
-                let ty = t.ggml_type;
-                let bytes = model.read_tensor(ctx, "rope_freqs.weight")?;
-                let mut f = vec![0f32; hp.n_rot / 2];
-                quant::dequantize(ty, &bytes, &mut f)
-                    .map_err(|e| InferError::Quant(format!("rope_freqs.weight: {e}")))?;
-                Some(f)
-            }
-            Err(_) => None,
-        };
+        let rope_freqs = load_rope_freqs(ctx, model, hp)?;
         let layers = which
             .iter()
             .map(|&i| Ok((i, LayerWeights::load(ctx, model, hp, i)?)))
@@ -56,16 +45,6 @@ impl CpuLayers {
             layers,
             scratch: Scratch::default(),
         })
-    }
-
-    /// Model indices of the layers.
-    pub fn indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.layers.iter().map(|(i, _)| *i)
-    }
-
-    /// Bytes of weights held.
-    pub fn bytes(&self) -> u64 {
-        self.layers.iter().map(|(_, l)| l.bytes).sum()
     }
 
     /// Bytes of model layer `li`'s weights, when it is one of these.

@@ -171,6 +171,27 @@ impl LayerWeights {
     }
 }
 
+/// Llama 3 RoPE frequency factors (`rope_freqs.weight`, any float or quantized type, exactly
+/// `n_rot / 2` of them), when the model has them.
+pub fn load_rope_freqs(ctx: &Context, model: &Model, hp: &HParams) -> Result<Option<Vec<f32>>> {
+    const NAME: &str = "rope_freqs.weight";
+    let Some(t) = model.gguf().tensor(NAME) else {
+        return Ok(None);
+    };
+    let n: u64 = t.dims.iter().product();
+    if n != (hp.n_rot / 2) as u64 {
+        return Err(InferError::Tensor {
+            name: NAME.into(),
+            problem: format!("{n} factors, expected {}", hp.n_rot / 2),
+        });
+    }
+    let bytes = model.read_tensor(ctx, NAME)?;
+    let mut f = vec![0f32; hp.n_rot / 2];
+    quant::dequantize(t.ggml_type, &bytes, &mut f)
+        .map_err(|e| InferError::Quant(format!("{NAME}: {e}")))?;
+    Ok(Some(f))
+}
+
 /// All weights of a model.
 #[derive(Debug)]
 pub struct Weights {
@@ -239,17 +260,7 @@ impl Weights {
         let output_tied = untied.is_none();
         let output = untied.unwrap_or_else(|| token_embd.clone());
         check_shape(&output, &[hp.n_embd, output.rows()])?;
-        let rope_freqs = global("rope_freqs.weight")?
-            .map(|t| t.to_f32())
-            .transpose()?;
-        if let Some(f) = &rope_freqs {
-            if f.len() != hp.n_rot / 2 {
-                return Err(InferError::Tensor {
-                    name: "rope_freqs.weight".into(),
-                    problem: format!("{} factors, expected {}", f.len(), hp.n_rot / 2),
-                });
-            }
-        }
+        let rope_freqs = load_rope_freqs(ctx, model, hp)?;
         bytes += (token_embd.data().len() + output.data().len()) as u64;
 
         if model.layer_count() != hp.n_layer {

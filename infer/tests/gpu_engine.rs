@@ -227,6 +227,19 @@ fn synthetic_llama_and_qwen2_every_quant_type_gpu_equals_cpu() {
     }
 }
 
+/// The VRAM every plan of `g`'s model needs, and its largest layer: what budgets that force a
+/// given placement are made of.
+fn budget_units(g: &GpuEngine) -> (u64, u64) {
+    let layer = g
+        .gguf()
+        .layers
+        .iter()
+        .map(|l| l.span.end - l.span.start)
+        .max()
+        .unwrap();
+    (g.fixed_vram(), layer)
+}
+
 /// Logits of `steps` greedy tokens after `prompt`.
 fn trace(g: &mut GpuEngine, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
     g.reset();
@@ -252,14 +265,7 @@ fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
     };
     let prompt = [1u32, 504, 3458, 282, 4649, 314, 3158];
     let want = trace(&mut resident, &prompt, 12);
-    let fixed = resident.fixed_vram();
-    let layer = resident
-        .gguf()
-        .layers
-        .iter()
-        .map(|l| l.span.end - l.span.start)
-        .max()
-        .unwrap();
+    let (fixed, layer) = budget_units(&resident);
     drop(resident);
     for depth in [1usize, 2, 4] {
         let vram_layers = 10u64;
@@ -341,15 +347,8 @@ fn hybrid_cpu_layers_match_the_cpu_engine() {
     let Some(resident) = gpu(&p, GpuConfig::default()) else {
         return;
     };
-    let fixed = resident.fixed_vram();
+    let (fixed, layer) = budget_units(&resident);
     let n_layer = resident.hp.n_layer;
-    let layer = resident
-        .gguf()
-        .layers
-        .iter()
-        .map(|l| l.span.end - l.span.start)
-        .max()
-        .unwrap();
     drop(resident);
     let mut paths = vec![(p.clone(), false)];
     for arch in ["tiny-llama", "tiny-qwen2"] {

@@ -332,6 +332,7 @@ pub struct GpuEngine {
     /// Layers the CPU computes, with the hidden state's host copy.
     cpu: Option<CpuLayers>,
     host_x: Vec<f32>,
+    host_bytes: Vec<u8>,
     /// The CPU's measured rate over weights at load (bytes/s; 0 when not probed).
     pub cpu_bps: f64,
     /// Seconds spent loading.
@@ -530,12 +531,9 @@ impl GpuEngine {
 
         let f32_tensor = |name: &str| -> Result<Vec<u8>> { Ok(model.read_tensor(&ctx, name)?) };
         let output_norm = DevBuf::from_host(&stream, &f32_tensor("output_norm.weight")?)?;
-        let rope_freqs = match model.tensor("rope_freqs.weight") {
-            Ok(_) => Some(DevBuf::from_host(
-                &stream,
-                &f32_tensor("rope_freqs.weight")?,
-            )?),
-            Err(_) => None,
+        let rope_freqs = match crate::weights::load_rope_freqs(&ctx, &model, &hp)? {
+            Some(f) => Some(DevBuf::from_f32(&stream, &f)?),
+            None => None,
         };
         let embd_host = if tied {
             None
@@ -653,6 +651,7 @@ impl GpuEngine {
             fixed_vram: fixed,
             cpu,
             host_x: Vec::new(),
+            host_bytes: Vec::new(),
             cpu_bps,
             load_secs: t0.elapsed().as_secs_f64(),
         })
@@ -718,12 +717,111 @@ impl GpuEngine {
         Ok(())
     }
 
+    /// One layer with the general launches (any weight type, any number of tokens).
+    #[allow(clippy::too_many_arguments)] // the layer's weights and the activations it uses
+    fn plain_layer(
+        &mut self,
+        li: usize,
+        w: DevSpan,
+        m: &LayerMap,
+        n: usize,
+        x: DevSpan,
+        (h, q, k, v, att, o, g, u): (
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+        ),
+        scale: f32,
+        factors: Option<DevSpan>,
+    ) -> Result<()> {
+        let hp = self.hp.clone();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let ws = self.acts.ws.span();
+        self.memo = None;
+        gops::rms_norm(
+            &self.gpu,
+            x,
+            w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
+            h,
+            n,
+            d,
+            hp.rms_eps,
+        )?;
+        self.matmul(w, m.wq, h, n, q)?;
+        self.matmul(w, m.wk, h, n, k)?;
+        self.matmul(w, m.wv, h, n, v)?;
+        for (b, y, width) in [(m.bq, q, qd), (m.bk, k, kvd), (m.bv, v, kvd)] {
+            if let Some(b) = b {
+                gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, n, width)?;
+            }
+        }
+        for (y, heads) in [(q, hp.n_head), (k, hp.n_head_kv)] {
+            gops::rope(
+                &self.gpu,
+                y,
+                n,
+                heads,
+                hd,
+                hp.n_rot,
+                self.pos,
+                hp.rope_freq_base,
+                hp.rope_freq_scale,
+                factors,
+                hp.rope_mode,
+            )?;
+        }
+        let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
+        gops::kv_store(&self.gpu, k, v, kc, vc, self.cfg.n_ctx, kvd, self.pos, n)?;
+        gops::attention(
+            &self.gpu,
+            q,
+            kc,
+            vc,
+            att,
+            ws,
+            n,
+            self.pos,
+            hp.n_head,
+            hp.n_head_kv,
+            hd,
+            scale,
+        )?;
+        self.memo = None;
+        self.matmul(w, m.wo, att, n, o)?;
+        gops::add(&self.gpu, x, o, n * d)?;
+        self.memo = None;
+        gops::rms_norm(
+            &self.gpu,
+            x,
+            w.sub(m.ffn_norm.off, m.ffn_norm.bytes)?,
+            h,
+            n,
+            d,
+            hp.rms_eps,
+        )?;
+        self.matmul(w, m.gate, h, n, g)?;
+        self.matmul(w, m.up, h, n, u)?;
+        gops::swiglu(&self.gpu, g, u, n * hp.n_ff)?;
+        self.memo = None;
+        self.matmul(w, m.down, g, n, o)?;
+        gops::add(&self.gpu, x, o, n * d)?;
+        Ok(())
+    }
+
     /// Layer `li` on the CPU: the hidden state (`n` rows) to the host, the layer, back.
     /// The copy stream keeps streaming the next layers meanwhile.
     fn cpu_layer(&mut self, li: usize, n: usize) -> Result<()> {
         let t = Instant::now();
         let d = self.hp.n_embd;
-        let mut bytes = vec![0u8; f32_bytes(n * d)];
+        // the hop buffers are kept between layers and tokens (no allocation per CPU layer)
+        let mut bytes = std::mem::take(&mut self.host_bytes);
+        bytes.resize(f32_bytes(n * d), 0);
         // a synchronous copy: the host sleeps until the GPU has produced x
         self.acts.x.read(self.gpu.stream(), &mut bytes)?;
         self.stats.cpu_wait_ms += t.elapsed().as_secs_f64() * 1e3;
@@ -742,6 +840,7 @@ impl GpuEngine {
             c.copy_from_slice(&v.to_le_bytes());
         }
         self.acts.x.write(self.gpu.stream(), 0, &bytes)?;
+        self.host_bytes = bytes;
         self.stats.cpu_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
     }
@@ -1092,7 +1191,6 @@ impl GpuEngine {
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
         let factors = self.rope_freqs.as_ref().map(DevBuf::span);
-        let ws = self.acts.ws.span();
         for li in 0..hp.n_layer {
             let nth = self.layers_enqueued;
             let ring = usize::try_from(nth % AHEAD as u64).unwrap_or(0);
@@ -1103,95 +1201,19 @@ impl GpuEngine {
             }
             if self.plan.tiers[li] == Tier::Cpu {
                 self.cpu_layer(li, n)?;
-                self.ahead[ring]
-                    .record(&stream)
-                    .map_err(drv("cuEventRecord"))?;
-                self.layers_enqueued += 1;
-                continue;
-            }
-            let (w, slot) = self.layer_span(li)?;
-            let m = self.maps[li];
-            if slot.is_none() {
-                self.stats.bytes_vram += self.model.layer_bytes(li)?;
-            }
-            if n == 1 && self.fusable(&m) {
-                self.fused_layer(li, w, &m, x, (h, q, k, v, att, g), scale, factors)?;
-                self.release(slot)?;
-                self.ahead[ring]
-                    .record(&stream)
-                    .map_err(drv("cuEventRecord"))?;
-                self.layers_enqueued += 1;
-                continue;
-            }
-            self.memo = None;
-            gops::rms_norm(
-                &self.gpu,
-                x,
-                w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
-                h,
-                n,
-                d,
-                hp.rms_eps,
-            )?;
-            self.matmul(w, m.wq, h, n, q)?;
-            self.matmul(w, m.wk, h, n, k)?;
-            self.matmul(w, m.wv, h, n, v)?;
-            for (b, y, width) in [(m.bq, q, qd), (m.bk, k, kvd), (m.bv, v, kvd)] {
-                if let Some(b) = b {
-                    gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, n, width)?;
+            } else {
+                let (w, slot) = self.layer_span(li)?;
+                let m = self.maps[li];
+                if slot.is_none() {
+                    self.stats.bytes_vram += self.model.layer_bytes(li)?;
                 }
+                if n == 1 && self.fusable(&m) {
+                    self.fused_layer(li, w, &m, x, (h, q, k, v, att, g), scale, factors)?;
+                } else {
+                    self.plain_layer(li, w, &m, n, x, (h, q, k, v, att, o, g, u), scale, factors)?;
+                }
+                self.release(slot)?;
             }
-            for (y, heads) in [(q, hp.n_head), (k, hp.n_head_kv)] {
-                gops::rope(
-                    &self.gpu,
-                    y,
-                    n,
-                    heads,
-                    hd,
-                    hp.n_rot,
-                    self.pos,
-                    hp.rope_freq_base,
-                    hp.rope_freq_scale,
-                    factors,
-                    hp.rope_mode,
-                )?;
-            }
-            let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
-            gops::kv_store(&self.gpu, k, v, kc, vc, self.cfg.n_ctx, kvd, self.pos, n)?;
-            gops::attention(
-                &self.gpu,
-                q,
-                kc,
-                vc,
-                att,
-                ws,
-                n,
-                self.pos,
-                hp.n_head,
-                hp.n_head_kv,
-                hd,
-                scale,
-            )?;
-            self.memo = None;
-            self.matmul(w, m.wo, att, n, o)?;
-            gops::add(&self.gpu, x, o, n * d)?;
-            self.memo = None;
-            gops::rms_norm(
-                &self.gpu,
-                x,
-                w.sub(m.ffn_norm.off, m.ffn_norm.bytes)?,
-                h,
-                n,
-                d,
-                hp.rms_eps,
-            )?;
-            self.matmul(w, m.gate, h, n, g)?;
-            self.matmul(w, m.up, h, n, u)?;
-            gops::swiglu(&self.gpu, g, u, n * hp.n_ff)?;
-            self.memo = None;
-            self.matmul(w, m.down, g, n, o)?;
-            gops::add(&self.gpu, x, o, n * d)?;
-            self.release(slot)?;
             self.ahead[ring]
                 .record(&stream)
                 .map_err(drv("cuEventRecord"))?;

@@ -10,8 +10,8 @@
 //! variants that lost to one warp per row are in that file.
 
 use super::mem::DevSpan;
-use super::{Gpu, GpuError, Result};
-use cudarc::driver::LaunchConfig;
+use super::ops::launch::{invalid, launch, Arg};
+use super::{Gpu, Result};
 use llmstream::gguf::GgmlType;
 use std::sync::OnceLock;
 
@@ -67,10 +67,6 @@ pub(crate) struct Product {
     pub accumulate: bool,
 }
 
-fn invalid(kernel: &'static str, why: String) -> GpuError {
-    GpuError::Invalid { kernel, why }
-}
-
 /// Check one product against `cols` columns; its type code.
 fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
     let (c, block) = code(p.ty).ok_or_else(|| invalid(kernel, format!("type {:?}", p.ty)))?;
@@ -81,7 +77,7 @@ fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
     p.y.need(kernel, "output", p.rows * 4)?;
     let align = if c == 0 { 16 } else { 2 };
     if p.w.ptr() % align != 0 || p.y.ptr() % 4 != 0 {
-        return Err(invalid(kernel, "misaligned span".into()));
+        return Err(invalid(kernel, "misaligned span"));
     }
     u32::try_from(p.rows).map_err(|_| invalid(kernel, format!("{} rows", p.rows)))?;
     Ok(c)
@@ -97,7 +93,7 @@ pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product])
     let nsb = cols / 256;
     xq.need(K, "activations", nsb * 292)?;
     if xq.ptr() % 4 != 0 {
-        return Err(invalid(K, "misaligned activations".into()));
+        return Err(invalid(K, "misaligned activations"));
     }
     let mut w = [0u64; 3];
     let mut y = [0u64; 3];
@@ -121,31 +117,36 @@ pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product])
     }
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
     let split = split_for(nsb);
-    let cfg = LaunchConfig {
-        grid_dim: (total.div_ceil(WARPS / split), 1, 1),
-        block_dim: (WARPS * 32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let xp = xq.ptr();
-    let func = gpu.function(K)?;
-    let mut b = gpu.stream().launch_builder(func);
-    cudarc::driver::PushKernelArg::arg(&mut b, &xp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &nsb32);
-    for i in 0..3 {
-        cudarc::driver::PushKernelArg::arg(&mut b, &w[i]);
-        cudarc::driver::PushKernelArg::arg(&mut b, &y[i]);
-        cudarc::driver::PushKernelArg::arg(&mut b, &rows[i]);
-    }
-    cudarc::driver::PushKernelArg::arg(&mut b, &flags);
-    cudarc::driver::PushKernelArg::arg(&mut b, &split);
+    let args = [
+        Arg::Ptr(xq.ptr()),
+        Arg::U32(nsb32),
+        Arg::Ptr(w[0]),
+        Arg::Ptr(y[0]),
+        Arg::U32(rows[0]),
+        Arg::Ptr(w[1]),
+        Arg::Ptr(y[1]),
+        Arg::U32(rows[1]),
+        Arg::Ptr(w[2]),
+        Arg::Ptr(y[2]),
+        Arg::U32(rows[2]),
+        Arg::U32(flags),
+        Arg::U32(split),
+    ];
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three
-    // (weights, output, u32 rows) triples, u32 flags, u32 split); each used segment's weights hold
-    // `rows` rows of `nsb` blocks of its type and its output `rows` floats, and x holds `nsb`
-    // Q8_K blocks (all checked above); unused segments have 0 rows and are never touched; one
-    // warp per row of the concatenated segments, the rest return. The spans outlive the
-    // launch (their owners' contract).
-    unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
-    Ok(())
+    // (weights, output, u32 rows) triples, u32 flags, u32 split); each used segment's weights
+    // hold `rows` rows of `nsb` blocks of its type and its output `rows` floats, and x holds
+    // `nsb` Q8_K blocks (all checked above); unused segments have 0 rows and are never touched;
+    // `split` warps per row of the concatenated segments, the rest return. The spans outlive
+    // the launch (their owners' contract).
+    unsafe {
+        launch(
+            gpu,
+            K,
+            (total.div_ceil(WARPS / split), 1, 1),
+            WARPS * 32,
+            &args,
+        )
+    }
 }
 
 /// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`,
@@ -177,34 +178,35 @@ pub(crate) fn gate_up(
     let nsb = cols / 256;
     xq.need(K, "activations", nsb * 292)?;
     if xq.ptr() % 4 != 0 {
-        return Err(invalid(K, "misaligned activations".into()));
+        return Err(invalid(K, "misaligned activations"));
     }
     let rows32 = u32::try_from(rows).map_err(|_| invalid(K, format!("{rows} rows")))?;
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
     if rows32 == 0 {
         return Ok(());
     }
-    let cfg = LaunchConfig {
-        grid_dim: (rows32.div_ceil(WARPS / 2), 1, 1),
-        block_dim: (WARPS * 32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let (xp, gp, up_, op) = (xq.ptr(), gate.1.ptr(), up.1.ptr(), out.ptr());
-    let func = gpu.function(K)?;
-    let mut b = gpu.stream().launch_builder(func);
-    cudarc::driver::PushKernelArg::arg(&mut b, &xp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &nsb32);
-    cudarc::driver::PushKernelArg::arg(&mut b, &gp);
-    cudarc::driver::PushKernelArg::arg(&mut b, &up_);
-    cudarc::driver::PushKernelArg::arg(&mut b, &rows32);
-    cudarc::driver::PushKernelArg::arg(&mut b, &flags);
-    cudarc::driver::PushKernelArg::arg(&mut b, &op);
+    let args = [
+        Arg::Ptr(xq.ptr()),
+        Arg::U32(nsb32),
+        Arg::Ptr(gate.1.ptr()),
+        Arg::Ptr(up.1.ptr()),
+        Arg::U32(rows32),
+        Arg::U32(flags),
+        Arg::Ptr(out.ptr()),
+    ];
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, gate, up, u32
     // rows, u32 flags, out); both matrices hold `rows` rows of `nsb` blocks of their types,
     // out holds `rows` floats and x `nsb` Q8_K blocks (checked above); block i takes rows
     // 4i..4i+4 below `rows`. The spans outlive the launch (their owners' contract).
-    unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
-    Ok(())
+    unsafe {
+        launch(
+            gpu,
+            K,
+            (rows32.div_ceil(WARPS / 2), 1, 1),
+            WARPS * 32,
+            &args,
+        )
+    }
 }
 
 /// `y = W x` for one Q8_K activation row when `wty` has a fast kernel; `Ok(false)` when not

@@ -8,7 +8,7 @@
 
 mod attention;
 mod elementwise;
-mod launch;
+pub(crate) mod launch;
 mod sampling;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 /// A kernel argument, in the C type the kernel declares.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Arg {
+pub(crate) enum Arg {
     /// A device address (`T*`), or 0 for a null pointer the kernel tests for.
     Ptr(u64),
     /// `int`.
@@ -18,14 +18,15 @@ pub(super) enum Arg {
     F32(f32),
 }
 
-/// Launch `kernel` on the compute stream with a 1-D block of `block` threads.
+/// Launch `kernel` on the compute stream with a 1-D block of `block` threads (the op
+/// wrappers and [`crate::gpu::fast`]).
 ///
 /// # Safety
-/// `args` must match the kernel's parameter list in `kernels/ops.cu` in number, order and type,
+/// `args` must match the kernel's parameter list (`kernels/ops.cu`, `kernels/fast.cu`) in number, order and type,
 /// and every address among them must be device memory of this context that holds every byte
 /// the kernel touches given the other arguments and the launch shape, for as long as the
 /// launch runs.
-pub(super) unsafe fn launch(
+pub(crate) unsafe fn launch(
     gpu: &Gpu,
     kernel: &'static str,
     grid: (u32, u32, u32),
@@ -54,7 +55,7 @@ pub(super) unsafe fn launch(
 }
 
 /// A [`GpuError::Invalid`].
-pub(super) fn invalid(kernel: &'static str, why: impl Into<String>) -> GpuError {
+pub(crate) fn invalid(kernel: &'static str, why: impl Into<String>) -> GpuError {
     GpuError::Invalid {
         kernel,
         why: why.into(),
