@@ -25,7 +25,7 @@ for r in range(a.rounds):
         tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         llm.eval([tok])
     td = time.time() - t
-    out = subprocess.run([a.bin, "run", "-m", a.model, "-p", prompt, "-n", str(a.n + 1), "--temp", "0",
+    out = subprocess.run([a.bin, "run", "-m", a.model, "--backend", "cpu", "-p", prompt, "-n", str(a.n + 1), "--temp", "0",
                           "-t", str(a.threads), "--json"], capture_output=True, text=True, check=True)
     o = json.loads(out.stdout.strip().splitlines()[-1])
     lp, ld = len(toks) / tp, a.n / td

@@ -25,8 +25,10 @@ pub struct ModelArgs {
     /// that fit neither budget are read from storage each token.
     #[arg(long, value_parser = parse_bytes)]
     pub ram_budget: Option<u64>,
-    /// Streamed layers copied ahead of use on the GPU.
-    #[arg(long, default_value_t = 2)]
+    /// Streamed layers copied ahead of use on the GPU (VRAM slots: depth + 1). One keeps the
+    /// link busy from pinned RAM (a copy takes longer than the layer's compute) and leaves
+    /// VRAM to resident layers.
+    #[arg(long, default_value_t = 1)]
     pub depth: usize,
     /// Layers outside VRAM: `auto` splits the pinned-RAM ones between the CPU and the link by
     /// rates measured at load (hybrid decode; nothing changes when every layer fits VRAM),
@@ -193,7 +195,14 @@ impl Runner {
                     "backend": "cuda",
                     "load_secs": session.engine.load_secs,
                     "plan": session.engine.plan.to_json(),
-                    "cpu_gbps_probe": session.engine.cpu_bps / 1e9,
+                    "cpu_gbps_probe": session.engine.rates.cpu_bps / 1e9,
+                    "rates_gbps": {
+                        "cpu": session.engine.rates.cpu_bps / 1e9,
+                        "h2d": session.engine.rates.h2d_bps / 1e9,
+                        "storage": session.engine.rates.storage_bps / 1e9,
+                        "gpu_layer": session.engine.rates.gpu_bps / 1e9,
+                    },
+                    "split_bound_ms_per_token": session.engine.split_bound_s() * 1e3,
                     "per_token": st.decode.to_json(),
                     "cpu_ms_per_token": st.cpu_ms_per_token,
                 });
@@ -327,6 +336,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "decode_tok_per_s": g.decode_tok_per_s(),
             "stopped_at_eog": g.stopped_at_eog,
         });
+        if llmstream_infer::profile::enabled() {
+            let (phases, layers) = llmstream_infer::profile::take();
+            o["cpu_layer_profile"] = serde_json::json!({
+                "layer_calls": layers,
+                "ms": phases.into_iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+            });
+        }
         if let (Some(o), serde_json::Value::Object(extra)) = (o.as_object_mut(), extra) {
             o.extend(extra);
         }

@@ -206,7 +206,9 @@ pub(crate) fn layer_forward(
     let kq_scale = 1.0 / (hd as f32).sqrt();
     let f16_kv = st.kv.ty() == KvType::F16;
 
+    let mut lap = crate::profile::Lap::start();
     ops::rms_norm(x, &lw.attn_norm, hp.rms_eps, h);
+    lap.next();
     matmul(&lw.wq, h, n, q)?;
     matmul(&lw.wk, h, n, k)?;
     matmul(&lw.wv, h, n, v)?;
@@ -219,6 +221,7 @@ pub(crate) fn layer_forward(
     if let Some(b) = &lw.bv {
         ops::add_bias(v, b);
     }
+    lap.next();
     for i in 0..n {
         let p = st.pos + i;
         ops::rope_cache(
@@ -251,6 +254,7 @@ pub(crate) fn layer_forward(
         );
     }
     let total = st.pos + n;
+    lap.next();
     st.kv.keys(li, total, &mut st.keys);
     st.kv.values(li, total, &mut st.vals);
     // One task per (token, head), on the quant pool; each head's arithmetic is the
@@ -281,14 +285,19 @@ pub(crate) fn layer_forward(
         });
     })
     .map_err(|e| InferError::Quant(e.to_string()))?;
+    lap.next();
     matmul(&lw.wo, att, n, o)?;
     ops::add_assign(x, o);
+    lap.next();
     ops::rms_norm(x, &lw.ffn_norm, hp.rms_eps, h);
+    lap.next();
     matmul(&lw.w_gate, h, n, g)?;
     matmul(&lw.w_up, h, n, u)?;
     ops::swiglu(g, u);
+    lap.next();
     matmul(&lw.w_down, g, n, o)?;
     ops::add_assign(x, o);
+    lap.next();
     Ok(())
 }
 

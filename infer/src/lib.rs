@@ -13,6 +13,7 @@ pub mod ggml_math;
 pub mod gpu;
 pub mod kv;
 pub mod ops;
+pub mod profile;
 pub mod quant;
 pub mod sampler;
 pub mod synth;

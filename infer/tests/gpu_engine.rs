@@ -369,7 +369,8 @@ fn hybrid_cpu_layers_match_the_cpu_engine() {
             let _ = std::fs::remove_file(path);
         }
     }
-    // SmolLM2 with 10 layers in VRAM, the rest in pinned RAM: all of them on the CPU, then
+    // SmolLM2 with room for 13 layers in VRAM (11 beside the 2 slots of the default depth when
+    // layers are streamed), the rest in pinned RAM: all of them on the CPU (no slots), then
     // split by the measured rates.
     for split in [Split::Cpu, Split::Auto] {
         let cfg = GpuConfig {
@@ -385,15 +386,17 @@ fn hybrid_cpu_layers_match_the_cpu_engine() {
         );
         eprintln!(
             "{split:?}: {v} vram, {r} ram, {c} cpu layers of {n_layer} (CPU probe {:.1} GB/s)",
-            g.cpu_bps / 1e9
+            g.rates.cpu_bps / 1e9
         );
         assert!(v > 0 && v + r + c == n_layer, "plan {:?}", g.plan.tiers);
         if split == Split::Cpu {
             assert_eq!(
-                (r, c),
-                (0, n_layer - v),
-                "every pinned-RAM layer on the CPU"
+                (r, c, g.plan.slots, v),
+                (0, n_layer - v, 0, 13),
+                "every pinned-RAM layer on the CPU, no slots"
             );
+        } else {
+            assert_eq!(g.plan.slots, if r > 0 { 2 } else { 0 }, "{:?}", g.plan);
         }
         // `auto` follows the measured rates: SmolLM2's 3 MB layers may all go to the link.
         check_engine_against_cpu(&p, g, &prompts(49152)[..1]);

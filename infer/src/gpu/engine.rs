@@ -8,7 +8,7 @@
 //! storage read, on that slot's "free" event; it synchronises once per token to read the id.
 
 use super::fast;
-use super::plan::{apply_split, plan, Plan, PlanInput, Split, Tier};
+use super::plan::{apply_split, plan, Plan, PlanInput, Rates, Split, Tier};
 use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
 use crate::config::HParams;
 use crate::cpu_layers::CpuLayers;
@@ -66,7 +66,7 @@ impl Default for GpuConfig {
             device: 0,
             vram_budget: None,
             ram_budget: None,
-            depth: 2,
+            depth: 1,
             n_ctx: 4096,
             max_batch: 256,
             fused: std::env::var("LLMSTREAM_FUSED").map_or(true, |v| v != "0"),
@@ -123,6 +123,10 @@ fn cpu_rate_under_copies(
     drop((host, dev));
     rate
 }
+
+/// The GPU's rate over decode-layer weights when no resident layer can be timed (bytes/s; an
+/// H100 decodes a 70B-shaped Q4_K_M layer at about this rate).
+const ASSUMED_GPU_LAYER_BPS: f64 = 1.2e12;
 
 /// Layers the host may enqueue ahead of the GPU.
 const AHEAD: usize = 8;
@@ -238,6 +242,9 @@ pub struct TokenStats {
     pub cpu_ms: f64,
     /// Of that, time waiting for the GPU to hand over the hidden state (ms).
     pub cpu_wait_ms: f64,
+    /// Of that, time computing the layers (ms): `bytes_cpu` over it is the CPU's rate inside
+    /// the pipeline.
+    pub cpu_run_ms: f64,
 }
 
 impl TokenStats {
@@ -258,6 +265,12 @@ impl TokenStats {
             },
             "cpu_layers_ms_per_call": per(self.cpu_ms),
             "cpu_layers_wait_gpu_ms_per_call": per(self.cpu_wait_ms),
+            "cpu_layers_compute_ms_per_call": per(self.cpu_run_ms),
+            "cpu_layers_gbps": if self.cpu_run_ms > 0.0 {
+                self.bytes_cpu as f64 / (self.cpu_run_ms * 1e6)
+            } else {
+                0.0
+            },
         })
     }
 }
@@ -315,7 +328,8 @@ pub struct GpuEngine {
     rope_freqs: Option<DevBuf>,
     embd_host: Option<Vec<u8>>,
     embd_ref: TRef,
-    kv: Vec<(DevBuf, DevBuf)>,
+    /// KV caches of the GPU's layers (`None` for CPU layers: theirs is in host memory).
+    kv: Vec<Option<(DevBuf, DevBuf)>>,
     acts: Acts,
     cfg: GpuConfig,
     pos: usize,
@@ -333,8 +347,9 @@ pub struct GpuEngine {
     cpu: Option<CpuLayers>,
     host_x: Vec<f32>,
     host_bytes: Vec<u8>,
-    /// The CPU's measured rate over weights at load (bytes/s; 0 when not probed).
-    pub cpu_bps: f64,
+    /// The rates measured at load that chose the split (`cpu_bps` 0 when the CPU was not
+    /// probed).
+    pub rates: Rates,
     /// Seconds spent loading.
     pub load_secs: f64,
 }
@@ -420,63 +435,42 @@ impl GpuEngine {
                 .saturating_mul(9)
                 / 10
         });
-        let h2d_bps = ctx.raw_h2d_peak(64 << 20, 3).ok().flatten().unwrap_or(25e9);
+        // 1 GiB in 256 MiB copies: smaller synchronous copies understate the link by ~10%, and the
+        // split moves layers to the CPU by this figure.
+        let h2d_bps = ctx
+            .raw_h2d_peak(256 << 20, 4)
+            .ok()
+            .flatten()
+            .unwrap_or(25e9);
         let storage_bps = std::env::var("LLMSTREAM_STORAGE_BPS")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(1.5e9);
-        let plan = plan(&PlanInput {
+        let mut plan = plan(&PlanInput {
             layer_bytes: layer_bytes.clone(),
             fixed_vram: fixed,
             vram_budget,
             ram_budget,
             depth: cfg.depth,
+            stream_ram: cfg.split != Split::Cpu || cfg.cpu_layers.is_some(),
             h2d_bps,
             storage_bps,
             hbm_bps: 2.5e12,
         })
         .map_err(|e| InferError::Invalid(e.to_string()))?;
-        let mut plan = plan;
-        let wants_cpu = cfg.cpu_layers.is_some() || cfg.split != Split::Gpu;
-        let first_ram = plan.tiers.iter().position(|t| *t == Tier::Ram);
-        let cpu_bps = match (wants_cpu, first_ram) {
-            (true, Some(li)) if cfg.cpu_layers.is_none() => {
-                cpu_rate_under_copies(&gpu, &ctx, &model, &hp, li)?
+        // Forced CPU layers are known now (no rates needed), so their weights never go to VRAM;
+        // the other splits are chosen after the probes, among the pinned-RAM layers
+        // ([`GpuEngine::place_outside_vram`]).
+        if let Some(list) = cfg.cpu_layers.as_deref() {
+            for &i in list {
+                if i >= n_layer {
+                    return Err(InferError::Invalid(format!(
+                        "--cpu-layers: layer {i} of a {n_layer}-layer model"
+                    )));
+                }
+                plan.tiers[i] = Tier::Cpu;
             }
-            _ => 0.0,
-        };
-        apply_split(
-            &mut plan,
-            &layer_bytes,
-            cfg.split,
-            cfg.cpu_layers.as_deref(),
-            (cpu_bps, h2d_bps, storage_bps, 2.5e12),
-        )
-        .map_err(InferError::Invalid)?;
-        let cpu_list: Vec<usize> = (0..n_layer)
-            .filter(|&i| plan.tiers[i] == Tier::Cpu)
-            .collect();
-        let cpu = if cpu_list.is_empty() {
-            None
-        } else {
-            Some(CpuLayers::load(
-                &ctx,
-                &model,
-                &hp,
-                &cpu_list,
-                cfg.n_ctx.max(1),
-            )?)
-        };
-        tracing::info!(
-            cpu = plan.count(Tier::Cpu),
-            cpu_gbps = cpu_bps / 1e9,
-            vram = plan.count(Tier::Vram),
-            ram = plan.count(Tier::Ram),
-            storage = plan.count(Tier::Storage),
-            vram_budget,
-            ram_budget,
-            "tier plan"
-        );
+        }
 
         let stream = gpu.stream().clone();
         let alloc = |n: usize| DevBuf::zeroed(&stream, n);
@@ -511,19 +505,6 @@ impl GpuEngine {
                 wraps.push(w);
             }
         }
-        let mut pinned = Vec::with_capacity(n_layer);
-        for (i, t) in plan.tiers.iter().enumerate() {
-            pinned.push(if *t == Tier::Ram {
-                let b = ctx.alloc(
-                    BufferKind::Pinned,
-                    usize::try_from(layer_bytes[i]).unwrap_or(usize::MAX),
-                )?;
-                handles.push(model.load_layer_async(&ctx, i, &b, 0)?);
-                Some(b)
-            } else {
-                None
-            });
-        }
         for h in handles {
             h.wait()?;
         }
@@ -541,9 +522,15 @@ impl GpuEngine {
             Some(model.read_tensor(&ctx, "token_embd.weight")?)
         };
 
+        // KV caches of the GPU's layers; the pinned-RAM layers get theirs once the split has
+        // decided which of them stay on the GPU, and CPU layers keep theirs in host memory.
         let mut kv = Vec::with_capacity(n_layer);
-        for _ in 0..n_layer {
-            kv.push((alloc(n_ctx * kvd * 2)?, alloc(n_ctx * kvd * 2)?));
+        for t in &plan.tiers {
+            kv.push(if matches!(t, Tier::Vram | Tier::Storage) {
+                Some((alloc(n_ctx * kvd * 2)?, alloc(n_ctx * kvd * 2)?))
+            } else {
+                None
+            });
         }
         let acts = Acts {
             x: alloc(f32_bytes(nb * d))?,
@@ -563,48 +550,6 @@ impl GpuEngine {
             sample_ws: alloc(gops::sample_workspace_bytes(vocab))?,
         };
 
-        let streamed: Vec<usize> = plan
-            .tiers
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| matches!(**t, Tier::Ram | Tier::Storage))
-            .map(|(i, _)| i)
-            .collect();
-        let streamer = if streamed.is_empty() {
-            None
-        } else {
-            let gctx = gpu.context().clone();
-            let copy = gctx.new_stream().map_err(drv("cuStreamCreate"))?;
-            let slot_len = usize::try_from(plan.slot_bytes).unwrap_or(usize::MAX);
-            let mut slots = Vec::new();
-            let mut slot_lib = Vec::new();
-            let mut copied = Vec::new();
-            let mut free = Vec::new();
-            // Sleeping waits (the host must not spin on a core the CPU work needs).
-            let blocking = Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC);
-            for _ in 0..plan.slots {
-                let s = alloc(slot_len)?;
-                // SAFETY: the slot lives in the streamer as long as the wrapper.
-                slot_lib.push(unsafe { ctx.wrap_device(s.span().ptr(), s.len())? });
-                slots.push(s);
-                copied.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
-                free.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
-            }
-            Some(Streamer {
-                order: streamed,
-                free_recorded: vec![false; plan.slots],
-                pending: (0..plan.slots).map(|_| None).collect(),
-                slots,
-                slot_lib,
-                copied,
-                free,
-                issued: 0,
-                consumed: 0,
-                copy,
-                timing: Vec::new(),
-                timing_used: 0,
-            })
-        };
         gpu.sync()?;
         let ev_start = gpu
             .context()
@@ -622,7 +567,7 @@ impl GpuEngine {
                     .map_err(drv("cuEventCreate"))?,
             );
         }
-        Ok(GpuEngine {
+        let mut engine = GpuEngine {
             gpu,
             hp,
             ctx,
@@ -630,8 +575,8 @@ impl GpuEngine {
             plan,
             maps,
             resident,
-            pinned,
-            streamer,
+            pinned: (0..n_layer).map(|_| None).collect(),
+            streamer: None,
             output,
             output_ref,
             output_norm,
@@ -649,12 +594,220 @@ impl GpuEngine {
             ahead,
             layers_enqueued: 0,
             fixed_vram: fixed,
-            cpu,
+            cpu: None,
             host_x: Vec::new(),
             host_bytes: Vec::new(),
-            cpu_bps,
-            load_secs: t0.elapsed().as_secs_f64(),
-        })
+            rates: Rates {
+                cpu_bps: 0.0,
+                h2d_bps,
+                storage_bps,
+                gpu_bps: 0.0,
+            },
+            load_secs: 0.0,
+        };
+        engine.place_outside_vram(&layer_bytes)?;
+        tracing::info!(
+            cpu = engine.plan.count(Tier::Cpu),
+            cpu_gbps = engine.rates.cpu_bps / 1e9,
+            gpu_layer_gbps = engine.rates.gpu_bps / 1e9,
+            vram = engine.plan.count(Tier::Vram),
+            ram = engine.plan.count(Tier::Ram),
+            storage = engine.plan.count(Tier::Storage),
+            vram_budget,
+            ram_budget,
+            "tier plan"
+        );
+        engine.load_secs = t0.elapsed().as_secs_f64();
+        Ok(engine)
+    }
+
+    /// The second half of loading: measure the rates the split needs (the GPU over a resident
+    /// layer, the CPU over a pinned-RAM layer while the link copies), choose the CPU layers
+    /// among the pinned-RAM ones ([`apply_split`]), then load the CPU layers, the pinned tier,
+    /// the remaining KV caches and the streaming slots.
+    fn place_outside_vram(&mut self, layer_bytes: &[u64]) -> Result<()> {
+        let n_layer = self.hp.n_layer;
+        let outside = (0..n_layer).any(|i| self.plan.tiers[i] != Tier::Vram);
+        if !outside {
+            return Ok(());
+        }
+        let forced = self.cfg.cpu_layers.clone();
+        let first = |t: Tier| self.plan.tiers.iter().position(|x| *x == t);
+        let first_vram = first(Tier::Vram);
+        let probe_layer = first(Tier::Ram).or_else(|| first(Tier::Cpu));
+        let wants_cpu = forced.is_some() || self.cfg.split != Split::Gpu;
+        self.rates.gpu_bps = match first_vram {
+            Some(li) => self.gpu_layer_rate(li)?,
+            None => {
+                tracing::warn!("no resident layer to time: the GPU's layer rate is assumed");
+                ASSUMED_GPU_LAYER_BPS
+            }
+        };
+        if let (true, Some(li)) = (wants_cpu, probe_layer) {
+            self.rates.cpu_bps =
+                cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, li)?;
+        }
+        apply_split(
+            &mut self.plan,
+            layer_bytes,
+            self.cfg.split,
+            forced.as_deref(),
+            self.rates,
+        )
+        .map_err(InferError::Invalid)?;
+
+        let cpu_list: Vec<usize> = (0..n_layer)
+            .filter(|&i| self.plan.tiers[i] == Tier::Cpu)
+            .collect();
+        if !cpu_list.is_empty() {
+            self.cpu = Some(CpuLayers::load(
+                &self.ctx,
+                &self.model,
+                &self.hp,
+                &cpu_list,
+                self.cfg.n_ctx.max(1),
+            )?);
+        }
+        let kvd = self.hp.n_head_kv * self.hp.head_dim;
+        let n_ctx = self.cfg.n_ctx.max(1);
+        let stream = self.gpu.stream().clone();
+        let mut handles = Vec::new();
+        for i in 0..n_layer {
+            if self.plan.tiers[i] != Tier::Ram {
+                continue;
+            }
+            if self.kv[i].is_none() {
+                self.kv[i] = Some((
+                    DevBuf::zeroed(&stream, n_ctx * kvd * 2)?,
+                    DevBuf::zeroed(&stream, n_ctx * kvd * 2)?,
+                ));
+            }
+            let b = self.ctx.alloc(
+                BufferKind::Pinned,
+                usize::try_from(layer_bytes[i]).unwrap_or(usize::MAX),
+            )?;
+            handles.push(self.model.load_layer_async(&self.ctx, i, &b, 0)?);
+            self.pinned[i] = Some(b);
+        }
+        for h in handles {
+            h.wait()?;
+        }
+        self.streamer = self.new_streamer()?;
+        self.gpu.sync()?;
+        Ok(())
+    }
+
+    /// Slots and events for the streamed layers (`None` when every GPU layer is resident).
+    fn new_streamer(&self) -> Result<Option<Streamer>> {
+        let streamed: Vec<usize> = self.plan
+            .tiers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| matches!(**t, Tier::Ram | Tier::Storage))
+            .map(|(i, _)| i)
+            .collect();
+        if streamed.is_empty() {
+            return Ok(None);
+        }
+        if self.plan.slots == 0 {
+            return Err(InferError::Gpu("streamed layers without VRAM slots".into()));
+        }
+        {
+            let gctx = self.gpu.context().clone();
+            let copy = gctx.new_stream().map_err(drv("cuStreamCreate"))?;
+            let slot_len = usize::try_from(self.plan.slot_bytes).unwrap_or(usize::MAX);
+            let mut slots = Vec::new();
+            let mut slot_lib = Vec::new();
+            let mut copied = Vec::new();
+            let mut free = Vec::new();
+            // Sleeping waits (the host must not spin on a core the CPU work needs).
+            let blocking = Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC);
+            for _ in 0..self.plan.slots {
+                let s = DevBuf::zeroed(self.gpu.stream(), slot_len)?;
+                // SAFETY: the slot lives in the streamer as long as the wrapper.
+                slot_lib.push(unsafe { self.ctx.wrap_device(s.span().ptr(), s.len())? });
+                slots.push(s);
+                copied.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
+                free.push(gctx.new_event(blocking).map_err(drv("cuEventCreate"))?);
+            }
+            Ok(Some(Streamer {
+                order: streamed,
+                free_recorded: vec![false; self.plan.slots],
+                pending: (0..self.plan.slots).map(|_| None).collect(),
+                slots,
+                slot_lib,
+                copied,
+                free,
+                issued: 0,
+                consumed: 0,
+                copy,
+                timing: Vec::new(),
+                timing_used: 0,
+            }))
+        }
+    }
+
+    /// The GPU's rate over the weights of resident layer `li` (bytes/s): the layer's one-token
+    /// decode at position 0 (as `forward` runs it), mean of four runs after a warm-up, timed
+    /// with events. The KV entries it writes are overwritten by the first real token.
+    fn gpu_layer_rate(&mut self, li: usize) -> Result<f64> {
+        let Some(w) = self.resident[li].as_ref().map(DevBuf::span) else {
+            return Err(InferError::Gpu(format!("layer {li} is not resident")));
+        };
+        let m = self.maps[li];
+        let hp = self.hp.clone();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let a = &self.acts;
+        let x = a.x.sub(0, f32_bytes(d))?;
+        let spans = (
+            a.h.sub(0, f32_bytes(d))?,
+            a.q.sub(0, f32_bytes(qd))?,
+            a.k.sub(0, f32_bytes(kvd))?,
+            a.v.sub(0, f32_bytes(kvd))?,
+            a.att.sub(0, f32_bytes(qd))?,
+            a.o.sub(0, f32_bytes(d))?,
+            a.g.sub(0, f32_bytes(hp.n_ff))?,
+            a.u.sub(0, f32_bytes(hp.n_ff))?,
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let scale = 1.0 / (hd as f32).sqrt();
+        let factors = self.rope_freqs.as_ref().map(DevBuf::span);
+        let stream = self.gpu.stream().clone();
+        let zeros = vec![0u8; f32_bytes(d)];
+        let runs = 4;
+        for r in 0..=runs {
+            if r == 1 {
+                self.ev_start
+                    .record(&stream)
+                    .map_err(drv("cuEventRecord"))?;
+            }
+            // the input stays small whatever the weights do to it
+            self.acts.x.write(&stream, 0, &zeros)?;
+            self.pos = 0;
+            self.layer(li, w, &m, 1, x, spans, scale, factors)?;
+        }
+        self.ev_end.record(&stream).map_err(drv("cuEventRecord"))?;
+        self.ev_end
+            .synchronize()
+            .map_err(drv("cuEventSynchronize"))?;
+        let ms = self
+            .ev_start
+            .elapsed_ms(&self.ev_end)
+            .map_err(drv("cuEventElapsedTime"))?;
+        self.memo = None;
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^53
+        let bytes = self.model.layer_bytes(li)? as f64 * f64::from(runs);
+        Ok(bytes / (f64::from(ms) * 1e-3).max(1e-9))
+    }
+
+    /// The ideal time per token of this placement with the rates measured at load
+    /// ([`super::plan::split_bound`]), seconds.
+    pub fn split_bound_s(&self) -> f64 {
+        let bytes: Vec<u64> = (0..self.hp.n_layer)
+            .map(|i| self.model.layer_bytes(i).unwrap_or(0))
+            .collect();
+        super::plan::split_bound(&self.plan.tiers, &bytes, self.rates)
     }
 
     /// VRAM the plan reserved whatever the placement (output matrix, KV cache, activations).
@@ -776,7 +929,7 @@ impl GpuEngine {
                 hp.rope_mode,
             )?;
         }
-        let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
+        let (kc, vc) = self.kv_of(li)?;
         gops::kv_store(&self.gpu, k, v, kc, vc, self.cfg.n_ctx, kvd, self.pos, n)?;
         gops::attention(
             &self.gpu,
@@ -834,7 +987,9 @@ impl GpuEngine {
         let Some(cpu) = self.cpu.as_mut() else {
             return Err(InferError::Gpu(format!("layer {li}: no CPU layers loaded")));
         };
+        let run = Instant::now();
         cpu.run(li, &mut self.host_x, self.pos, n)?;
+        self.stats.cpu_run_ms += run.elapsed().as_secs_f64() * 1e3;
         self.stats.bytes_cpu += cpu.layer_bytes(li).unwrap_or(0);
         for (c, v) in bytes.chunks_exact_mut(4).zip(&self.host_x) {
             c.copy_from_slice(&v.to_le_bytes());
@@ -843,6 +998,45 @@ impl GpuEngine {
         self.host_bytes = bytes;
         self.stats.cpu_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
+    }
+
+    /// Layer `li` on the GPU with weights `w`: the fused decode path when it applies, else the
+    /// general launches.
+    #[allow(clippy::too_many_arguments)] // the layer's weights and the activations it uses
+    fn layer(
+        &mut self,
+        li: usize,
+        w: DevSpan,
+        m: &LayerMap,
+        n: usize,
+        x: DevSpan,
+        acts: (
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+            DevSpan,
+        ),
+        scale: f32,
+        factors: Option<DevSpan>,
+    ) -> Result<()> {
+        let (h, q, k, v, att, _, g, _) = acts;
+        if n == 1 && self.fusable(m) {
+            self.fused_layer(li, w, m, x, (h, q, k, v, att, g), scale, factors)
+        } else {
+            self.plain_layer(li, w, m, n, x, acts, scale, factors)
+        }
+    }
+
+    /// The KV cache of GPU layer `li`.
+    fn kv_of(&self, li: usize) -> Result<(DevSpan, DevSpan)> {
+        match &self.kv[li] {
+            Some((k, v)) => Ok((k.span(), v.span())),
+            None => Err(InferError::Gpu(format!("layer {li} has no KV cache on the GPU"))),
+        }
     }
 
     /// Layers that decode with the fused kernels (see [`GpuConfig::fused`]).
@@ -920,7 +1114,7 @@ impl GpuEngine {
                 gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, 1, width)?;
             }
         }
-        let (kc, vc) = (self.kv[li].0.span(), self.kv[li].1.span());
+        let (kc, vc) = self.kv_of(li)?;
         gops::rope_kv(
             &self.gpu,
             (q, k, v),
@@ -1207,11 +1401,7 @@ impl GpuEngine {
                 if slot.is_none() {
                     self.stats.bytes_vram += self.model.layer_bytes(li)?;
                 }
-                if n == 1 && self.fusable(&m) {
-                    self.fused_layer(li, w, &m, x, (h, q, k, v, att, g), scale, factors)?;
-                } else {
-                    self.plain_layer(li, w, &m, n, x, (h, q, k, v, att, o, g, u), scale, factors)?;
-                }
+                self.layer(li, w, &m, n, x, (h, q, k, v, att, o, g, u), scale, factors)?;
                 self.release(slot)?;
             }
             self.ahead[ring]

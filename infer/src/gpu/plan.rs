@@ -52,6 +52,9 @@ pub struct PlanInput {
     /// Layers copied ahead of use (the pipeline depth); `depth + 1` VRAM slots are reserved
     /// whenever a layer is streamed.
     pub depth: usize,
+    /// Whether pinned-RAM layers are streamed to the GPU. `false` when the CPU computes all of
+    /// them (`--split cpu`): slots are then reserved only if some layer comes from storage.
+    pub stream_ram: bool,
     /// Measured pinned host → VRAM rate.
     pub h2d_bps: f64,
     /// Measured storage read rate.
@@ -142,7 +145,23 @@ pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
             predicted_s: total as f64 / hbm,
         });
     }
-    let slots = inp.depth + 1;
+    let streaming = place(inp, inp.depth + 1)?;
+    if inp.stream_ram {
+        return Ok(streaming);
+    }
+    // No pinned-RAM layer is streamed: without slots, more layers fit; slots stay only when
+    // some layer still comes from storage.
+    match place(inp, 0) {
+        Ok(p) if p.count(Tier::Storage) == 0 => Ok(p),
+        _ => Ok(streaming),
+    }
+}
+
+/// The placement with `slots` VRAM slots reserved for streamed layers.
+fn place(inp: &PlanInput, slots: usize) -> Result<Plan, PlanError> {
+    let n = inp.layer_bytes.len();
+    let slot_bytes = inp.layer_bytes.iter().copied().max().unwrap_or(0);
+    let hbm = inp.hbm_bps.max(1.0);
     let need = inp
         .fixed_vram
         .saturating_add(slot_bytes.saturating_mul(slots as u64));
@@ -193,7 +212,7 @@ pub fn plan(inp: &PlanInput) -> Result<Plan, PlanError> {
     }
     Ok(Plan {
         tiers,
-        slots,
+        slots: if streamed > 0 { slots } else { 0 },
         slot_bytes,
         predicted_s: s,
     })
@@ -224,17 +243,55 @@ impl std::str::FromStr for Split {
     }
 }
 
+/// Measured rates the split is chosen from, in bytes of weights per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// The CPU computing a layer from host memory while the link copies.
+    pub cpu_bps: f64,
+    /// Pinned host memory to VRAM.
+    pub h2d_bps: f64,
+    /// Storage reads.
+    pub storage_bps: f64,
+    /// The GPU computing a one-token decode layer from VRAM.
+    pub gpu_bps: f64,
+}
+
+/// Predicted seconds per token of `tiers` (docs/tiers.md, "hybrid decode"). One token runs its
+/// layers in order, so the CPU's layers and the GPU's layers (resident or streamed) take turns:
+/// their times add up. The copy engine streams pinned-RAM layers meanwhile, ahead of use, so the
+/// link's time overlaps all of it. Storage reads are waited for by the host, on top.
+pub fn predict(tiers: &[Tier], layer_bytes: &[u64], r: Rates) -> f64 {
+    let (mut gpu, mut link, mut cpu, mut disk) = (0.0, 0.0, 0.0, 0.0);
+    for (i, t) in tiers.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)] // byte counts far below 2^53
+        let b = layer_bytes.get(i).copied().unwrap_or(0) as f64;
+        match t {
+            Tier::Vram => gpu += b / r.gpu_bps.max(1.0),
+            Tier::Ram => {
+                gpu += b / r.gpu_bps.max(1.0);
+                link += b / r.h2d_bps.max(1.0);
+            }
+            Tier::Storage => {
+                gpu += b / r.gpu_bps.max(1.0);
+                disk += b / r.storage_bps.max(1.0);
+                link += b / r.h2d_bps.max(1.0);
+            }
+            Tier::Cpu => cpu += b / r.cpu_bps.max(1.0),
+        }
+    }
+    f64::max(link, cpu + gpu) + disk
+}
+
 /// Turn layers of `plan` into CPU layers: the `forced` ones, else as `split` says among the
-/// pinned-RAM layers (`cpu_bps`: the CPU's measured rate over weights, `h2d_bps` the link's).
-/// Updates the predicted time: resident layers at `hbm_bps`, then the link and the CPU working
-/// at once on the rest (each streamed layer is copied while the CPU computes the layer before
-/// it), storage reads on top.
+/// pinned-RAM layers. `auto` tries every count of CPU layers (spread among the pinned-RAM ones,
+/// so each streamed layer is copied while the CPU computes the one before it) and keeps the
+/// fastest by [`predict`]. Updates the predicted time.
 pub fn apply_split(
     plan: &mut Plan,
     layer_bytes: &[u64],
     split: Split,
     forced: Option<&[usize]>,
-    (cpu_bps, h2d_bps, storage_bps, hbm_bps): (f64, f64, f64, f64),
+    rates: Rates,
 ) -> Result<(), String> {
     let n = plan.tiers.len();
     if let Some(list) = forced {
@@ -246,42 +303,61 @@ pub fn apply_split(
         }
     } else {
         let ram: Vec<usize> = (0..n).filter(|&i| plan.tiers[i] == Tier::Ram).collect();
+        let with = |k: usize| {
+            let mut t = plan.tiers.clone();
+            for (j, m) in spread(ram.len(), k).into_iter().enumerate() {
+                if m {
+                    t[ram[j]] = Tier::Cpu;
+                }
+            }
+            t
+        };
         let k = match split {
             Split::Gpu => 0,
             Split::Cpu => ram.len(),
             Split::Auto => {
-                let f = cpu_bps / (cpu_bps + h2d_bps).max(1.0);
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    clippy::cast_precision_loss
-                )] // a fraction of a layer count
-                let k = (f * ram.len() as f64).round() as usize;
-                k.min(ram.len())
+                let mut best = (f64::INFINITY, 0);
+                for k in 0..=ram.len() {
+                    let s = predict(&with(k), layer_bytes, rates);
+                    if s < best.0 {
+                        best = (s, k);
+                    }
+                }
+                best.1
             }
         };
-        for (j, m) in spread(ram.len(), k).into_iter().enumerate() {
-            if m {
-                plan.tiers[ram[j]] = Tier::Cpu;
-            }
-        }
+        plan.tiers = with(k);
     }
-    let (mut vram, mut link, mut cpu, mut disk) = (0.0, 0.0, 0.0, 0.0);
-    for (i, t) in plan.tiers.iter().enumerate() {
+    if !plan
+        .tiers
+        .iter()
+        .any(|t| matches!(t, Tier::Ram | Tier::Storage))
+    {
+        plan.slots = 0; // nothing streamed: no slot is allocated
+    }
+    plan.predicted_s = predict(&plan.tiers, layer_bytes, rates);
+    Ok(())
+}
+
+/// The ideal time per token for reporting, seconds: the GPU computes its resident layers
+/// (`g` seconds) while the link copies, the CPU computes while the GPU does not, and the bytes
+/// outside VRAM are split between the two continuously at no cost: the link moves `h * T` bytes
+/// and the CPU `c * (T - g)`, so `T = (outside + c * g) / (c + h)`, and never less than `g`.
+/// Storage layers count with their read time converted to link time. The GPU's compute of
+/// streamed layers is left out (it only makes the real pipeline slower).
+pub fn split_bound(tiers: &[Tier], layer_bytes: &[u64], r: Rates) -> f64 {
+    let (mut g, mut outside) = (0.0, 0.0);
+    for (i, t) in tiers.iter().enumerate() {
         #[allow(clippy::cast_precision_loss)] // byte counts far below 2^53
         let b = layer_bytes.get(i).copied().unwrap_or(0) as f64;
         match t {
-            Tier::Vram => vram += b / hbm_bps.max(1.0),
-            Tier::Ram => link += b / h2d_bps.max(1.0),
-            Tier::Storage => {
-                disk += b / storage_bps.max(1.0);
-                link += b / h2d_bps.max(1.0);
-            }
-            Tier::Cpu => cpu += b / cpu_bps.max(1.0),
+            Tier::Vram => g += b / r.gpu_bps.max(1.0),
+            Tier::Ram | Tier::Cpu => outside += b,
+            Tier::Storage => outside += b + b * r.h2d_bps / r.storage_bps.max(1.0),
         }
     }
-    plan.predicted_s = vram + disk + f64::max(link, cpu);
-    Ok(())
+    let c = r.cpu_bps.max(0.0);
+    f64::max(g, (outside + c * g) / (c + r.h2d_bps).max(1.0))
 }
 
 #[cfg(test)]
@@ -295,6 +371,7 @@ mod tests {
             vram_budget: vram,
             ram_budget: ram,
             depth: 2,
+            stream_ram: true,
             h2d_bps: 50e9,
             storage_bps: 1.5e9,
             hbm_bps: 3e12,
@@ -332,10 +409,16 @@ mod tests {
     #[test]
     fn split_turns_ram_layers_into_cpu_layers() {
         let base = plan(&input(10, 50, 500, 150)).unwrap();
-        let rates = (50e9, 50e9, 1.5e9, 3e12);
+        let rates = Rates {
+            cpu_bps: 50e9,
+            h2d_bps: 50e9,
+            storage_bps: 1.5e9,
+            gpu_bps: 3e12,
+        };
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Gpu, None, rates).unwrap();
         assert_eq!(p.count(Tier::Cpu), 0);
+        let gpu_only = p.predicted_s;
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Cpu, None, rates).unwrap();
         assert_eq!(p.count(Tier::Cpu), 3);
@@ -343,14 +426,53 @@ mod tests {
         assert_eq!(p.count(Tier::Storage), 2, "storage layers stay streamed");
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Auto, None, rates).unwrap();
-        assert_eq!(p.count(Tier::Cpu), 2, "half of 3 at equal rates, rounded");
-        assert!(p.predicted_s < base.predicted_s);
+        assert_eq!(p.count(Tier::Cpu), 2, "the storage layers keep the link busy");
+        assert!(p.predicted_s < gpu_only);
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Gpu, Some(&[0, 9]), rates).unwrap();
         assert_eq!((p.tiers[0], p.tiers[9]), (Tier::Cpu, Tier::Cpu));
         assert!(apply_split(&mut p, &[50; 10], Split::Gpu, Some(&[10]), rates).is_err());
         assert_eq!("auto".parse::<Split>(), Ok(Split::Auto));
         assert!("both".parse::<Split>().is_err());
+    }
+
+    #[test]
+    fn auto_split_counts_the_gpu_compute_between_cpu_layers() {
+        // 4 resident and 6 pinned-RAM layers of 100 bytes; CPU and link 50 B/s, GPU 100 B/s.
+        // k CPU layers: link (6 - k) * 2 s; CPU and GPU in turn k * 2 + (10 - k) * 1 s.
+        let mut p = Plan {
+            tiers: [[Tier::Vram, Tier::Ram].repeat(4), vec![Tier::Ram; 2]].concat(),
+            slots: 2,
+            slot_bytes: 100,
+            predicted_s: 0.0,
+        };
+        let r = Rates {
+            cpu_bps: 50.0,
+            h2d_bps: 50.0,
+            storage_bps: 1.0,
+            gpu_bps: 100.0,
+        };
+        apply_split(&mut p, &[100; 10], Split::Auto, None, r).unwrap();
+        // k = 1: max(10, 11) = 11 s; k = 0 gives 12 and k = 2 gives 12 (rates alone: k = 3, 13).
+        assert_eq!(p.count(Tier::Cpu), 1);
+        assert!((p.predicted_s - 11.0).abs() < 1e-9, "{}", p.predicted_s);
+        // ideal: (600 bytes + 50 B/s * 4 s of resident layers) / 100 B/s
+        assert!((split_bound(&p.tiers, &[100; 10], r) - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_slots_when_the_cpu_takes_every_pinned_layer() {
+        // 10 layers of 50, fixed 100, budget 500: streaming keeps 3 slots (5 resident); without
+        // streaming the slots' 150 bytes hold 3 more layers.
+        let mut inp = input(10, 50, 500, 1000);
+        inp.stream_ram = false;
+        let p = plan(&inp).unwrap();
+        assert_eq!((p.slots, p.count(Tier::Vram)), (0, 8));
+        // with layers left for storage, the slots stay
+        let mut inp = input(10, 50, 500, 50);
+        inp.stream_ram = false;
+        let p = plan(&inp).unwrap();
+        assert_eq!((p.slots, p.count(Tier::Storage)), (3, 4));
     }
 
     #[test]
