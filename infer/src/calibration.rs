@@ -60,6 +60,24 @@ impl MachineId {
     }
 }
 
+/// The name of `ctx`'s GPU as the driver reports it (`cuDeviceGetName`, the part of
+/// [`Context::backend_description`](llmstream::Context::backend_description) before the driver
+/// version), `None` on the host backend: what [`MachineId::detect`] takes, so that
+/// `llmstream calibrate` and the engine name a GPU alike.
+pub fn gpu_name(ctx: &llmstream::Context) -> Option<String> {
+    if ctx.backend() != llmstream::BackendKind::Cuda {
+        return None;
+    }
+    gpu_name_from_description(&ctx.backend_description())
+}
+
+/// `NAME` of a `cuda: NAME, driver API X.Y` backend description.
+fn gpu_name_from_description(description: &str) -> Option<String> {
+    let s = description.strip_prefix("cuda: ")?;
+    let name = s.rsplit_once(", driver API").map_or(s, |(n, _)| n).trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 /// The first `model name` value of `/proc/cpuinfo` text, whitespace trimmed.
 fn cpu_model_from_cpuinfo(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
@@ -698,8 +716,30 @@ mod tests {
         );
         assert_eq!(cpu_model_from_cpuinfo("model name\t:   \n"), None);
         let m = MachineId::detect(Some("GPU".into()));
+        assert_eq!(m.gpu.as_deref(), Some("GPU"));
+        let m = MachineId::detect(None);
         assert!(m.logical_cpus >= 1);
         assert!(!m.cpu_model.is_empty());
-        assert_eq!(m.gpu.as_deref(), Some("GPU"));
+        assert_eq!(m.gpu, None);
+    }
+
+    #[test]
+    fn gpu_name_of_backend_description() {
+        assert_eq!(
+            gpu_name_from_description("cuda: NVIDIA H100 80GB HBM3, driver API 12.8").as_deref(),
+            Some("NVIDIA H100 80GB HBM3")
+        );
+        assert_eq!(
+            gpu_name_from_description("cuda: Odd, Name").as_deref(),
+            Some("Odd, Name")
+        );
+        assert_eq!(gpu_name_from_description("cuda: , driver API 12.8"), None);
+        assert_eq!(gpu_name_from_description("host"), None);
+        let host = llmstream::Context::new(llmstream::Config {
+            backend: llmstream::BackendChoice::Host,
+            ..llmstream::Config::default()
+        })
+        .unwrap();
+        assert_eq!(gpu_name(&host), None);
     }
 }
