@@ -216,8 +216,75 @@ fn print_calibration(c: &Calibration) {
     row("gpu layer", opt(c.gpu_layer_bps));
 }
 
-/// A measurement not taken, and why.
+/// Measurements not taken, and why.
 type Skipped = BTreeMap<&'static str, String>;
+
+fn reason<'a>(skipped: &'a Skipped, what: &str) -> &'a str {
+    skipped.get(what).map_or("", String::as_str)
+}
+
+/// The weight types of `--types` (every supported one when empty), each once.
+fn weight_types(list: &[String]) -> Result<Vec<GgmlType>> {
+    if list.is_empty() {
+        return Ok(bench::WEIGHT_TYPES.to_vec());
+    }
+    let mut types = Vec::new();
+    for s in list {
+        let t = parse_type(s)?;
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    Ok(types)
+}
+
+/// How one CPU rate is measured.
+struct CpuBench {
+    rows: usize,
+    cols: usize,
+    footprint: usize,
+    budget: Duration,
+}
+
+impl CpuBench {
+    /// Bytes of weights per second in the fastest call, on the current quant pool.
+    fn rate(&self, ty: GgmlType) -> Result<f64> {
+        let m = bench::bench_matvec_footprint(
+            ty,
+            MatOptions::default(),
+            self.rows,
+            self.cols,
+            self.footprint,
+            self.budget,
+        )
+        .with_context(|| format!("CPU matvec of {} {}x{}", ty.name(), self.rows, self.cols))?;
+        let bps = m.gbps() * 1e9;
+        if !(bps.is_finite() && bps > 0.0) {
+            bail!("CPU matvec of {}: no rate measured", ty.name());
+        }
+        Ok(bps)
+    }
+}
+
+/// The `Q4_K` rate while the link copies, over `alone`, and the link's rate meanwhile; `Err`
+/// with the reason when the copies could not run or the ratio is not plausible.
+fn under_copies(ctx: &Context, cpu: &CpuBench, alone: f64) -> Result<Result<(f64, f64), String>> {
+    let (under, link) = match while_copying(ctx, || cpu.rate(GgmlType::Q4_K)) {
+        Ok((under, link)) => (under?, link),
+        Err(e) => return Ok(Err(format!("copies refused: {}", crate::common::chain(&e)))),
+    };
+    let ratio = under / alone;
+    if ratio.is_finite() && ratio > 0.0 && ratio <= calibration::MAX_UNDER_COPIES {
+        Ok(Ok((ratio, link)))
+    } else {
+        Ok(Err(format!(
+            "implausible ratio {ratio:.3} ({:.2} GB/s under copies, {:.2} alone): the machine \
+             was busy, run again",
+            gbps(under),
+            gbps(alone)
+        )))
+    }
+}
 
 fn measure(
     a: &CalibrateArgs,
@@ -227,62 +294,35 @@ fn measure(
     path: Option<&Path>,
 ) -> Result<()> {
     quant::set_threads(threads).context("quant thread pool")?;
-    let mut types = Vec::new();
-    let names: Vec<String> = if a.types.is_empty() {
-        bench::WEIGHT_TYPES
-            .iter()
-            .map(|t| t.name().to_owned())
-            .collect()
-    } else {
-        a.types.clone()
-    };
-    for s in &names {
-        let t = parse_type(s)?;
-        if !types.contains(&t) {
-            types.push(t);
-        }
-    }
+    let types = weight_types(&a.types)?;
     let (rows, cols) = parse_shape(&a.shape)?;
-    let budget = Duration::from_millis(a.ms.max(1));
+    let cpu = CpuBench {
+        rows,
+        cols,
+        footprint: a.footprint,
+        budget: Duration::from_millis(a.ms.max(1)),
+    };
     let kernels = Backend::detect();
     let gpu = ctx.backend() == BackendKind::Cuda;
     let no_gpu = if a.backend == "auto" {
-        "no GPU (auto found no usable CUDA device)".to_owned()
+        "no GPU (auto found no usable CUDA device)"
     } else {
-        "no GPU (host backend)".to_owned()
+        "no GPU (host backend)"
     };
     let human = !a.json;
     if human {
         row("machine", machine_text(&machine));
-        row(
-            "cpu",
-            format!(
+        let what = format!(
             "{threads} threads, {} kernels, {rows}x{cols} matrices, {} MiB cycled, {} ms per type",
             kernels.name(),
             a.footprint >> 20,
-            budget.as_millis()
-            ),
+            cpu.budget.as_millis()
         );
+        row("cpu", what);
     }
-    let cpu_rate = |ty: GgmlType| -> Result<f64> {
-        let m = bench::bench_matvec_footprint(
-            ty,
-            MatOptions::default(),
-            rows,
-            cols,
-            a.footprint,
-            budget,
-        )
-        .with_context(|| format!("CPU matvec of {} {rows}x{cols}", ty.name()))?;
-        let bps = m.gbps() * 1e9;
-        if !(bps.is_finite() && bps > 0.0) {
-            bail!("CPU matvec of {}: no rate measured", ty.name());
-        }
-        Ok(bps)
-    };
     let mut cpu_bps = BTreeMap::new();
     for &ty in &types {
-        let bps = cpu_rate(ty)?;
+        let bps = cpu.rate(ty)?;
         if human {
             row(
                 &format!("cpu {}", ty.name()),
@@ -293,51 +333,36 @@ fn measure(
     }
     let mut skipped = Skipped::new();
 
-    let mut link_during_cpu = None;
-    let cpu_under_copies = if gpu {
+    let (cpu_under_copies, link_during_cpu) = if gpu {
         let alone = match cpu_bps.get(GgmlType::Q4_K.name()) {
             Some(&r) => r,
-            None => cpu_rate(GgmlType::Q4_K)?,
+            None => cpu.rate(GgmlType::Q4_K)?,
         };
-        match while_copying(ctx, || cpu_rate(GgmlType::Q4_K)) {
-            Ok((under, link)) => {
-                let under = under?;
-                link_during_cpu = Some(link);
-                let ratio = under / alone;
-                if human {
-                    row(
-                        "under copies",
-                        format!(
-                        "{ratio:.3} of the CPU rate alone (Q4_K {:.2} GB/s, link meanwhile {:.2} GB/s)",
-                        gbps(under),
-                        gbps(link)
-                        ),
-                    );
-                }
-                if ratio.is_finite() && ratio > 0.0 && ratio <= calibration::MAX_UNDER_COPIES {
-                    Some(ratio)
-                } else {
-                    skipped.insert(
-                        "cpu_under_copies",
-                        format!("implausible ratio {ratio:.3}: the measurements were disturbed, run again"),
-                    );
-                    None
-                }
-            }
-            Err(e) => {
-                skipped.insert(
-                    "cpu_under_copies",
-                    format!("copies refused: {}", crate::common::chain(&e)),
-                );
-                None
+        match under_copies(ctx, &cpu, alone)? {
+            Ok((ratio, link)) => (Some(ratio), Some(link)),
+            Err(why) => {
+                skipped.insert("cpu_under_copies", why);
+                (None, None)
             }
         }
     } else {
-        skipped.insert("cpu_under_copies", no_gpu.clone());
-        None
+        skipped.insert("cpu_under_copies", no_gpu.to_owned());
+        (None, None)
     };
-    if let (Some(why), true) = (skipped.get("cpu_under_copies"), human) {
-        row("under copies", format!("skipped: {why}"));
+    if human {
+        match (cpu_under_copies, link_during_cpu) {
+            (Some(r), Some(link)) => row(
+                "under copies",
+                format!(
+                    "{r:.3} of the Q4_K rate alone (link meanwhile {:.2} GB/s)",
+                    gbps(link)
+                ),
+            ),
+            _ => row(
+                "under copies",
+                format!("skipped: {}", reason(&skipped, "cpu_under_copies")),
+            ),
+        }
     }
 
     let h2d_bps = if gpu {
@@ -350,7 +375,7 @@ fn measure(
         }
         r
     } else {
-        skipped.insert("h2d", no_gpu.clone());
+        skipped.insert("h2d", no_gpu.to_owned());
         None
     };
     if human {
@@ -359,10 +384,7 @@ fn measure(
                 "h2d",
                 format!("{:9.2} GB/s (pinned, 256 MiB copies)", gbps(r)),
             ),
-            None => row(
-                "h2d",
-                format!("skipped: {}", skipped.get("h2d").map_or("", String::as_str)),
-            ),
+            None => row("h2d", format!("skipped: {}", reason(&skipped, "h2d"))),
         }
     }
 
@@ -376,25 +398,29 @@ fn measure(
     if human {
         match &storage {
             Some(s) => {
-                row(
-                    "storage",
-                    format!(
-                        "{:9.2} GB/s ({} MiB of {}, {})",
-                        gbps(s.bps),
-                        s.bytes >> 20,
-                        s.path,
-                        if s.direct {
-                            "O_DIRECT"
-                        } else {
-                            "buffered: O_DIRECT refused"
-                        }
-                    ),
+                let how = if s.direct {
+                    "O_DIRECT"
+                } else {
+                    "buffered: O_DIRECT refused"
+                };
+                let what = format!(
+                    "{:9.2} GB/s ({} MiB of {}, {how})",
+                    gbps(s.bps),
+                    s.bytes >> 20,
+                    s.path
                 );
+                row("storage", what);
                 if !s.direct {
-                    println!("warning: buffered reads may have come from the page cache; the rate may be far above the drive's");
+                    println!(
+                        "warning: buffered reads may have come from the page cache, far faster \
+                         than the drive"
+                    );
                 }
             }
-            None => row("storage", "skipped: no --storage FILE given"),
+            None => row(
+                "storage",
+                format!("skipped: {}", reason(&skipped, "storage")),
+            ),
         }
     }
 
@@ -413,17 +439,13 @@ fn measure(
         storage_path: storage.as_ref().map(|s| s.path.clone()),
         gpu_layer_bps: None,
     };
-    let saved = match path {
-        Some(p) => {
-            cal.save(p)?;
-            true
-        }
-        None => false,
-    };
+    if let Some(p) = path {
+        cal.save(p)?;
+    }
     if a.json {
         let o = serde_json::json!({
             "path": path.map(|p| p.display().to_string()),
-            "saved": saved,
+            "saved": path.is_some(),
             "calibration": cal,
             "shape": [rows, cols],
             "footprint_bytes": a.footprint,
@@ -503,13 +525,13 @@ fn while_copying<R>(ctx: &Context, f: impl FnOnce() -> R) -> Result<(R, f64)> {
     std::thread::scope(|s| {
         let copier = s.spawn(|| -> Result<f64> {
             let t = Instant::now();
-            let mut queued = std::collections::VecDeque::new();
+            let mut queued = std::collections::VecDeque::<llmstream::ReadHandle>::new();
             let mut copied = 0u64;
             let mut i = 0usize;
             while !stop.load(Ordering::Acquire) {
                 if queued.len() == COPIES_QUEUED {
                     if let Some(h) = queued.pop_front() {
-                        llmstream::ReadHandle::wait(h)?;
+                        h.wait()?;
                         copied += COPY_PIECE as u64;
                     }
                 }

@@ -204,6 +204,42 @@ fn show_as_json_says_whether_it_holds() {
 }
 
 #[test]
+fn cache_path_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = saved(dir.path(), 2, None);
+    let show = |value: &OsStr| {
+        Command::new(env!("CARGO_BIN_EXE_llmstream"))
+            .args(["calibrate", "--show", "--backend", "host", "-t", "2"])
+            .env("LLMSTREAM_CALIBRATION", value)
+            .output()
+            .unwrap()
+    };
+    let text = stdout(&show(file.as_os_str()));
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("holds here   yes"), "{text}");
+    for off in ["", "none"] {
+        assert_one_error_line(&show(OsStr::new(off)), &["LLMSTREAM_CALIBRATION", "--out"]);
+    }
+    // XDG_CACHE_HOME when the variable is unset
+    let cache = dir.path().join("xdg");
+    let out = Command::new(env!("CARGO_BIN_EXE_llmstream"))
+        .args(["calibrate", "--show", "--json", "--backend", "host"])
+        .env_remove("LLMSTREAM_CALIBRATION")
+        .env("XDG_CACHE_HOME", &cache)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        v["path"],
+        cache
+            .join("llmstream/calibration.toml")
+            .display()
+            .to_string()
+    );
+    assert!(v["calibration"].is_null());
+}
+
+#[test]
 fn damaged_caches_are_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
