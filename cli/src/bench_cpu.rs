@@ -36,7 +36,7 @@ pub struct BenchCpuArgs {
     pub json: bool,
 }
 
-fn parse_type(s: &str) -> Result<GgmlType> {
+pub(crate) fn parse_type(s: &str) -> Result<GgmlType> {
     let t = GgmlType::ALL
         .iter()
         .copied()
@@ -60,7 +60,7 @@ fn type_list() -> String {
         .join(", ")
 }
 
-fn parse_shape(s: &str) -> Result<(usize, usize)> {
+pub(crate) fn parse_shape(s: &str) -> Result<(usize, usize)> {
     let (r, c) = s
         .trim()
         .split_once(['x', 'X'])

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_cpu;
 mod bench_daemon;
+mod calibrate;
 mod common;
 mod doctor;
 mod inspect;
@@ -38,6 +39,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the CPU engine's quantized matrix-vector products: GB/s of weights per type.
     BenchCpu(bench_cpu::BenchCpuArgs),
+    /// Measure the rates the hybrid GPU/CPU split is planned from and cache them for this
+    /// machine (--show prints the cache).
+    Calibrate(calibrate::CalibrateArgs),
     /// Check what this machine allows on the data path and which path llmstream takes.
     Doctor(doctor::DoctorArgs),
     /// Write a synthetic GGUF model: real shapes and tokenizer, random weights.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchCpu(a) => bench_cpu::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Run(a) => run::run(a),
         Command::Chat(a) => run::chat(a),
         Command::Tokenize(a) => run::tokenize(a),

@@ -3,6 +3,7 @@
 //! tokens agree with it, and serve as the oracle for the GPU engine.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod calibration;
 pub mod chat;
 pub mod config;
 pub mod cpu_layers;
