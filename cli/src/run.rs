@@ -203,6 +203,11 @@ impl Runner {
                         "gpu_layer": session.engine.rates.gpu_bps / 1e9,
                     },
                     "split_bound_ms_per_token": session.engine.split_bound_s() * 1e3,
+                    "rates_from": if session.engine.calibration.is_some() {
+                        "calibration"
+                    } else {
+                        "probe"
+                    },
                     "per_token": st.decode.to_json(),
                     "cpu_ms_per_token": st.cpu_ms_per_token,
                 });

@@ -95,7 +95,11 @@ fn host_calibration_writes_a_cache_that_loads() {
 
     let c = Calibration::load(&file).unwrap().unwrap();
     // the file holds what was printed
-    assert_eq!(serde_json::to_value(&c).unwrap(), v["calibration"]);
+    assert!(
+        same_json(&serde_json::to_value(&c).unwrap(), &v["calibration"]),
+        "{c:?} vs {}",
+        v["calibration"]
+    );
     assert_eq!(c.version, CALIBRATION_VERSION);
     assert_eq!(c.threads, 1);
     assert!(c.matches(&MachineId::detect(None), 1));
@@ -103,7 +107,6 @@ fn host_calibration_writes_a_cache_that_loads() {
     assert!(c.cpu_rate(GgmlType::Q4_K).unwrap() > 0.0);
     assert_eq!(c.h2d_bps, None);
     assert_eq!(c.cpu_under_copies, None);
-    assert_eq!(c.gpu_layer_bps, None);
     match &model {
         Some(m) => {
             assert!(c.storage_bps.unwrap() > 0.0);
@@ -159,7 +162,6 @@ fn saved(dir: &Path, threads: usize, gpu: Option<&str>) -> PathBuf {
         h2d_bps: gpu.map(|_| 25e9),
         storage_bps: Some(3e9),
         storage_path: Some("/models/m.gguf".into()),
-        gpu_layer_bps: None,
     };
     let file = dir.join("saved.toml");
     c.save(&file).unwrap();
@@ -312,4 +314,25 @@ fn bad_arguments_are_one_error_line() {
     ]);
     assert_one_error_line(&out, &["absent.gguf"]);
     assert!(!cache.exists());
+}
+
+/// Equal JSON, numbers to the last couple of bits (the file is TOML, the printout JSON: their
+/// float parsers may round the last digit differently).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_json(v, w))
+        }
+        _ => a == b,
+    }
 }

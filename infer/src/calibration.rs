@@ -116,9 +116,6 @@ pub struct Calibration {
     /// The file `storage_bps` was measured on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<String>,
-    /// The GPU's compute rate over a decode layer's weight bytes; `None` when not measured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_layer_bps: Option<f64>,
 }
 
 /// Why a calibration file could not be read or written.
@@ -390,7 +387,6 @@ impl Calibration {
         for (field, v) in [
             ("h2d_bps", self.h2d_bps),
             ("storage_bps", self.storage_bps),
-            ("gpu_layer_bps", self.gpu_layer_bps),
             ("cpu_under_copies", self.cpu_under_copies),
         ] {
             if let Some(v) = v {
@@ -426,7 +422,6 @@ mod tests {
             h2d_bps: Some(53.5e9),
             storage_bps: Some(6.25e9),
             storage_path: Some("/models/x.gguf".into()),
-            gpu_layer_bps: None,
         }
     }
 

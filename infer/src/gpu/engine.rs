@@ -10,6 +10,7 @@
 use super::fast;
 use super::plan::{apply_split, plan, Plan, PlanInput, Rates, Split, Tier};
 use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
+use crate::calibration::{Calibration, MachineId};
 use crate::config::HParams;
 use crate::cpu_layers::CpuLayers;
 use crate::error::{InferError, Result};
@@ -122,6 +123,30 @@ fn cpu_rate_under_copies(
     copy.synchronize().map_err(drv("cuStreamSynchronize"))?;
     drop((host, dev));
     rate
+}
+
+/// The calibration cache (`llmstream calibrate`) when it holds for this machine, its GPU and
+/// the quant pool's thread count; a damaged cache is reported and ignored (the probes run).
+fn cached_calibration(ctx: &Context) -> Option<Calibration> {
+    let path = Calibration::default_path()?;
+    let cal = match Calibration::load(&path) {
+        Ok(c) => c?,
+        Err(e) => {
+            tracing::warn!("{e}: probing the rates instead");
+            return None;
+        }
+    };
+    let threads = crate::quant::threads().ok()?;
+    let here = MachineId::detect(crate::calibration::gpu_name(ctx));
+    if cal.matches(&here, threads) {
+        Some(cal)
+    } else {
+        tracing::info!(
+            path = %path.display(),
+            "calibration taken on another machine or thread count: probing the rates"
+        );
+        None
+    }
 }
 
 /// The GPU's rate over decode-layer weights when no resident layer can be timed (bytes/s; an
@@ -347,9 +372,13 @@ pub struct GpuEngine {
     cpu: Option<CpuLayers>,
     host_x: Vec<f32>,
     host_bytes: Vec<u8>,
-    /// The rates measured at load that chose the split (`cpu_bps` 0 when the CPU was not
-    /// probed).
+    /// The rates that chose the split (`cpu_bps` 0 when the CPU was not needed): the GPU's
+    /// layer rate timed at load; the link's and the CPU's from the calibration cache when it
+    /// holds for this machine, else probed at load.
     pub rates: Rates,
+    /// The calibration cache used (`llmstream calibrate`), when one holds for this machine and
+    /// thread count.
+    pub calibration: Option<Calibration>,
     /// Seconds spent loading.
     pub load_secs: f64,
 }
@@ -435,13 +464,17 @@ impl GpuEngine {
                 .saturating_mul(9)
                 / 10
         });
-        // 1 GiB in 256 MiB copies: smaller synchronous copies understate the link by ~10%, and the
-        // split moves layers to the CPU by this figure.
-        let h2d_bps = ctx
-            .raw_h2d_peak(256 << 20, 4)
-            .ok()
-            .flatten()
-            .unwrap_or(25e9);
+        let calibration = cached_calibration(&ctx);
+        // From the cache, else 1 GiB in 256 MiB copies: smaller synchronous copies understate
+        // the link by ~10%, and the split moves layers to the CPU by this figure.
+        let h2d_bps = match calibration.as_ref().and_then(|c| c.h2d_bps) {
+            Some(r) => r,
+            None => ctx
+                .raw_h2d_peak(256 << 20, 4)
+                .ok()
+                .flatten()
+                .unwrap_or(25e9),
+        };
         let storage_bps = std::env::var("LLMSTREAM_STORAGE_BPS")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -604,6 +637,7 @@ impl GpuEngine {
                 gpu_bps: 0.0,
             },
             load_secs: 0.0,
+            calibration,
         };
         engine.place_outside_vram(&layer_bytes)?;
         tracing::info!(
@@ -644,8 +678,19 @@ impl GpuEngine {
             }
         };
         if let (true, Some(li)) = (wants_cpu, probe_layer) {
-            self.rates.cpu_bps =
-                cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, li)?;
+            let m = self.maps[li];
+            let by_type: Vec<(GgmlType, u64)> = [m.wq, m.wk, m.wv, m.wo, m.gate, m.up, m.down]
+                .iter()
+                .map(|t| (t.ty, t.bytes as u64))
+                .collect();
+            let cached = self
+                .calibration
+                .as_ref()
+                .and_then(|c| Some(c.cpu_layer_bps(&by_type)? * c.cpu_under_copies.unwrap_or(1.0)));
+            self.rates.cpu_bps = match cached {
+                Some(r) => r,
+                None => cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, li)?,
+            };
         }
         apply_split(
             &mut self.plan,
@@ -672,7 +717,7 @@ impl GpuEngine {
         let n_ctx = self.cfg.n_ctx.max(1);
         let stream = self.gpu.stream().clone();
         let mut handles = Vec::new();
-        for i in 0..n_layer {
+        for (i, &bytes) in layer_bytes.iter().enumerate().take(n_layer) {
             if self.plan.tiers[i] != Tier::Ram {
                 continue;
             }
@@ -684,7 +729,7 @@ impl GpuEngine {
             }
             let b = self.ctx.alloc(
                 BufferKind::Pinned,
-                usize::try_from(layer_bytes[i]).unwrap_or(usize::MAX),
+                usize::try_from(bytes).unwrap_or(usize::MAX),
             )?;
             handles.push(self.model.load_layer_async(&self.ctx, i, &b, 0)?);
             self.pinned[i] = Some(b);
@@ -699,7 +744,8 @@ impl GpuEngine {
 
     /// Slots and events for the streamed layers (`None` when every GPU layer is resident).
     fn new_streamer(&self) -> Result<Option<Streamer>> {
-        let streamed: Vec<usize> = self.plan
+        let streamed: Vec<usize> = self
+            .plan
             .tiers
             .iter()
             .enumerate()
@@ -1035,7 +1081,9 @@ impl GpuEngine {
     fn kv_of(&self, li: usize) -> Result<(DevSpan, DevSpan)> {
         match &self.kv[li] {
             Some((k, v)) => Ok((k.span(), v.span())),
-            None => Err(InferError::Gpu(format!("layer {li} has no KV cache on the GPU"))),
+            None => Err(InferError::Gpu(format!(
+                "layer {li} has no KV cache on the GPU"
+            ))),
         }
     }
 
@@ -1185,8 +1233,10 @@ impl GpuEngine {
         Ok(())
     }
 
-    /// Issue streamed transfers up to `upto` (global streamed index, inclusive).
-    fn issue(&mut self, upto: u64) -> Result<()> {
+    /// Issue streamed transfers up to `upto` (global streamed index, inclusive); with
+    /// `ram_only`, stop before the first storage layer (its read makes the host wait for the
+    /// slot).
+    fn issue(&mut self, upto: u64, ram_only: bool) -> Result<()> {
         let Some(s) = self.streamer.as_mut() else {
             return Ok(());
         };
@@ -1196,6 +1246,9 @@ impl GpuEngine {
             let j = s.issued;
             let slot = usize::try_from(j % nslots).unwrap_or(0);
             let layer = s.order[usize::try_from(j % per_token).unwrap_or(0)];
+            if ram_only && self.plan.tiers[layer] != Tier::Ram {
+                break;
+            }
             match self.plan.tiers[layer] {
                 Tier::Ram => {
                     if s.free_recorded[slot] {
@@ -1259,7 +1312,7 @@ impl GpuEngine {
             Some(s) => s.consumed,
             None => return Err(InferError::Gpu(format!("layer {i} has no weights"))),
         };
-        self.issue(j + depth)?;
+        self.issue(j + depth, false)?;
         let compute = self.gpu.stream().clone();
         let gctx = self.gpu.context().clone();
         let Some(s) = self.streamer.as_mut() else {
@@ -1295,14 +1348,27 @@ impl GpuEngine {
         Ok((s.slots[slot].span(), Some(slot)))
     }
 
+    /// The streamed layer in `slot` has its kernels enqueued: record the slot's free event and
+    /// queue the next pinned-RAM copy into it at once, so the link keeps copying while the host
+    /// is busy (a CPU layer of a hybrid split) instead of waiting for the next `layer_span`.
     fn release(&mut self, slot: Option<usize>) -> Result<()> {
-        if let (Some(slot), Some(s)) = (slot, self.streamer.as_mut()) {
-            s.free[slot]
-                .record(self.gpu.stream())
-                .map_err(drv("cuEventRecord"))?;
-            s.free_recorded[slot] = true;
-        }
-        Ok(())
+        let Some(slot) = slot else {
+            return Ok(());
+        };
+        let depth = self.cfg.depth as u64;
+        let consumed = match self.streamer.as_mut() {
+            Some(s) => {
+                s.free[slot]
+                    .record(self.gpu.stream())
+                    .map_err(drv("cuEventRecord"))?;
+                s.free_recorded[slot] = true;
+                s.consumed
+            }
+            None => return Ok(()),
+        };
+        // streamed layers `consumed - 1` (just released) and before are done with their slots,
+        // so the `depth + 1` slots hold copies up to `consumed + depth`
+        self.issue(consumed + depth, true)
     }
 
     /// Run `tokens` at the next positions; the logits of the last one stay on the GPU.

@@ -426,7 +426,11 @@ mod tests {
         assert_eq!(p.count(Tier::Storage), 2, "storage layers stay streamed");
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Auto, None, rates).unwrap();
-        assert_eq!(p.count(Tier::Cpu), 2, "the storage layers keep the link busy");
+        assert_eq!(
+            p.count(Tier::Cpu),
+            2,
+            "the storage layers keep the link busy"
+        );
         assert!(p.predicted_s < gpu_only);
         let mut p = base.clone();
         apply_split(&mut p, &[50; 10], Split::Gpu, Some(&[0, 9]), rates).unwrap();

@@ -56,6 +56,18 @@ impl BenchResult {
             0.0
         }
     }
+    /// Weight bytes streamed per second over all the calls (the mean), in GB/s: what a
+    /// pipeline of different matrices sees, where the fastest call overstates it.
+    pub fn mean_gbps(&self) -> f64 {
+        let s = self.per_call.as_secs_f64();
+        if s > 0.0 {
+            #[allow(clippy::cast_precision_loss)] // as in `gbps`
+            let b = self.weight_bytes as f64;
+            b / s / 1e9
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Deterministic filler (xorshift64*).
