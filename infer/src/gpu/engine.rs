@@ -475,9 +475,11 @@ impl GpuEngine {
                 .flatten()
                 .unwrap_or(25e9),
         };
+        // The environment, else the calibration's reader rate, else a typical NVMe-less disk.
         let storage_bps = std::env::var("LLMSTREAM_STORAGE_BPS")
             .ok()
             .and_then(|s| s.parse().ok())
+            .or_else(|| calibration.as_ref().and_then(|c| c.storage_bps))
             .unwrap_or(1.5e9);
         let mut plan = plan(&PlanInput {
             layer_bytes: layer_bytes.clone(),
