@@ -318,6 +318,19 @@ struct Acts {
     sample_ws: DevBuf,
 }
 
+/// The activation buffers one layer call uses, sized for its tokens ([`GpuEngine::spans`]).
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    h: DevSpan,
+    q: DevSpan,
+    k: DevSpan,
+    v: DevSpan,
+    att: DevSpan,
+    o: DevSpan,
+    g: DevSpan,
+    u: DevSpan,
+}
+
 /// Layer slots and events of the streamed tiers.
 struct Streamer {
     order: Vec<usize>,
@@ -803,21 +816,9 @@ impl GpuEngine {
             return Err(InferError::Gpu(format!("layer {li} is not resident")));
         };
         let m = self.maps[li];
-        let hp = self.hp.clone();
-        let (d, hd) = (hp.n_embd, hp.head_dim);
-        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
-        let a = &self.acts;
-        let x = a.x.sub(0, f32_bytes(d))?;
-        let spans = (
-            a.h.sub(0, f32_bytes(d))?,
-            a.q.sub(0, f32_bytes(qd))?,
-            a.k.sub(0, f32_bytes(kvd))?,
-            a.v.sub(0, f32_bytes(kvd))?,
-            a.att.sub(0, f32_bytes(qd))?,
-            a.o.sub(0, f32_bytes(d))?,
-            a.g.sub(0, f32_bytes(hp.n_ff))?,
-            a.u.sub(0, f32_bytes(hp.n_ff))?,
-        );
+        let (d, hd) = (self.hp.n_embd, self.hp.head_dim);
+        let x = self.acts.x.sub(0, f32_bytes(d))?;
+        let spans = self.spans(1)?;
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
         let factors = self.rope_freqs.as_ref().map(DevBuf::span);
@@ -927,16 +928,16 @@ impl GpuEngine {
         m: &LayerMap,
         n: usize,
         x: DevSpan,
-        (h, q, k, v, att, o, g, u): (
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-        ),
+        Spans {
+            h,
+            q,
+            k,
+            v,
+            att,
+            o,
+            g,
+            u,
+        }: Spans,
         scale: f32,
         factors: Option<DevSpan>,
     ) -> Result<()> {
@@ -1058,25 +1059,36 @@ impl GpuEngine {
         m: &LayerMap,
         n: usize,
         x: DevSpan,
-        acts: (
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-            DevSpan,
-        ),
+        spans: Spans,
         scale: f32,
         factors: Option<DevSpan>,
     ) -> Result<()> {
-        let (h, q, k, v, att, _, g, _) = acts;
         if n == 1 && self.fusable(m) {
-            self.fused_layer(li, w, m, x, (h, q, k, v, att, g), scale, factors)
+            self.fused_layer(li, w, m, x, spans, scale, factors)
         } else {
-            self.plain_layer(li, w, m, n, x, acts, scale, factors)
+            self.plain_layer(li, w, m, n, x, spans, scale, factors)
         }
+    }
+
+    /// The activation buffers for a call of `n` tokens.
+    fn spans(&self, n: usize) -> Result<Spans> {
+        let hp = &self.hp;
+        let (d, qd, kvd) = (
+            hp.n_embd,
+            hp.n_head * hp.head_dim,
+            hp.n_head_kv * hp.head_dim,
+        );
+        let a = &self.acts;
+        Ok(Spans {
+            h: a.h.sub(0, f32_bytes(n * d))?,
+            q: a.q.sub(0, f32_bytes(n * qd))?,
+            k: a.k.sub(0, f32_bytes(n * kvd))?,
+            v: a.v.sub(0, f32_bytes(n * kvd))?,
+            att: a.att.sub(0, f32_bytes(n * qd))?,
+            o: a.o.sub(0, f32_bytes(n * d))?,
+            g: a.g.sub(0, f32_bytes(n * hp.n_ff))?,
+            u: a.u.sub(0, f32_bytes(n * hp.n_ff))?,
+        })
     }
 
     /// The KV cache of GPU layer `li`.
@@ -1122,7 +1134,9 @@ impl GpuEngine {
         w: DevSpan,
         m: &LayerMap,
         x: DevSpan,
-        (h, q, k, v, att, g): (DevSpan, DevSpan, DevSpan, DevSpan, DevSpan, DevSpan),
+        Spans {
+            h, q, k, v, att, g, ..
+        }: Spans,
         scale: f32,
         factors: Option<DevSpan>,
     ) -> Result<()> {
@@ -1400,7 +1414,6 @@ impl GpuEngine {
         }
         let hp = self.hp.clone();
         let (d, hd) = (hp.n_embd, hp.head_dim);
-        let (qd, kvd) = (hp.n_head * hd, hp.n_head_kv * hd);
         let vocab = self.n_vocab();
         for &t in tokens {
             if t as usize >= self.embd_ref.rows {
@@ -1442,14 +1455,7 @@ impl GpuEngine {
                 x,
             )?;
         }
-        let h = self.acts.h.sub(0, f32_bytes(n * d))?;
-        let q = self.acts.q.sub(0, f32_bytes(n * qd))?;
-        let k = self.acts.k.sub(0, f32_bytes(n * kvd))?;
-        let v = self.acts.v.sub(0, f32_bytes(n * kvd))?;
-        let att = self.acts.att.sub(0, f32_bytes(n * qd))?;
-        let o = self.acts.o.sub(0, f32_bytes(n * d))?;
-        let g = self.acts.g.sub(0, f32_bytes(n * hp.n_ff))?;
-        let u = self.acts.u.sub(0, f32_bytes(n * hp.n_ff))?;
+        let spans = self.spans(n)?;
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
         let factors = self.rope_freqs.as_ref().map(DevBuf::span);
@@ -1469,7 +1475,7 @@ impl GpuEngine {
                 if slot.is_none() {
                     self.stats.bytes_vram += self.model.layer_bytes(li)?;
                 }
-                self.layer(li, w, &m, n, x, (h, q, k, v, att, o, g, u), scale, factors)?;
+                self.layer(li, w, &m, n, x, spans, scale, factors)?;
                 self.release(slot)?;
             }
             self.ahead[ring]
