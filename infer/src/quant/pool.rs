@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
+/// Spins of a waiting thread before it yields its core between checks (some tens of
+/// microseconds: a PAUSE takes 10-140 cycles depending on the core). A thread that spins on
+/// while the worker it waits for has lost its core delays that worker: with 3 threads on 2
+/// cores, decode ran at 0.70x of 2 threads without the yield and 0.87x with it.
+const YIELD_AFTER: u32 = 2048;
 
 type Task = dyn Fn(usize) + Sync;
 
@@ -158,8 +163,15 @@ impl SpinPool {
             s.cv.notify_all();
         }
         take_tasks(s, f);
+        let mut spins = 0u32;
         while s.active.load(Ordering::Acquire) > 0 {
-            std::hint::spin_loop();
+            spins = spins.saturating_add(1);
+            if spins < YIELD_AFTER {
+                std::hint::spin_loop();
+            } else {
+                // a worker still holds a task: when it has lost its core, give it ours
+                std::thread::yield_now();
+            }
         }
         drop(guard);
     }
@@ -214,7 +226,11 @@ fn worker(s: &Shared) {
         let t0 = Instant::now();
         let mut spins = 0u32;
         while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {
-            std::hint::spin_loop();
+            if spins < YIELD_AFTER {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
             spins = spins.wrapping_add(1);
             if spins % 256 == 0 && t0.elapsed() > SPIN {
                 s.parked.fetch_add(1, Ordering::SeqCst);
