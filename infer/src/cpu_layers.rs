@@ -12,6 +12,9 @@ use crate::forward::{layer_forward, Scratch, State};
 use crate::kv::KvType;
 use crate::weights::{load_rope_freqs, LayerWeights};
 
+/// Timed runs of [`CpuLayers::rate`], after one warm-up run (one position each).
+const PROBE_RUNS: usize = 3;
+
 /// The CPU's layers of a model.
 #[derive(Debug)]
 pub struct CpuLayers {
@@ -84,7 +87,7 @@ impl CpuLayers {
 
     /// Layer `li` alone, to measure the CPU's rate over it ([`Self::rate`]).
     pub fn probe(ctx: &Context, model: &Model, hp: &HParams, li: usize) -> Result<Self> {
-        CpuLayers::load(ctx, model, hp, &[li], 8)
+        CpuLayers::load(ctx, model, hp, &[li], PROBE_RUNS + 1)
     }
 
     /// The CPU's rate over the weights of layer `li` (bytes per second): the layer run whole
@@ -96,7 +99,7 @@ impl CpuLayers {
             .ok_or_else(|| InferError::Invalid(format!("layer {li} is not a CPU layer")))?;
         let mut x = vec![0.01f32; self.hp.n_embd];
         let mut total = 0.0;
-        for pos in 0..4 {
+        for pos in 0..=PROBE_RUNS {
             let t = Instant::now();
             self.run(li, &mut x, pos, 1)?;
             if pos > 0 {
@@ -106,6 +109,6 @@ impl CpuLayers {
             x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0) * 0.01);
         }
         #[allow(clippy::cast_precision_loss)]
-        Ok(3.0 * bytes as f64 / total.max(1e-9))
+        Ok((PROBE_RUNS as u64 * bytes) as f64 / total.max(1e-9))
     }
 }

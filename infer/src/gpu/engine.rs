@@ -510,14 +510,15 @@ impl GpuEngine {
         // the other splits are chosen after the probes, among the pinned-RAM layers
         // ([`GpuEngine::place_outside_vram`]).
         if let Some(list) = cfg.cpu_layers.as_deref() {
-            for &i in list {
-                if i >= n_layer {
-                    return Err(InferError::Invalid(format!(
-                        "--cpu-layers: layer {i} of a {n_layer}-layer model"
-                    )));
-                }
-                plan.tiers[i] = Tier::Cpu;
-            }
+            // the prediction is redone with the measured rates once they are known
+            let unmeasured = Rates {
+                cpu_bps: 0.0,
+                h2d_bps,
+                storage_bps,
+                gpu_bps: ASSUMED_GPU_LAYER_BPS,
+            };
+            apply_split(&mut plan, &layer_bytes, cfg.split, Some(list), unmeasured)
+                .map_err(InferError::Invalid)?;
         }
 
         let stream = gpu.stream().clone();

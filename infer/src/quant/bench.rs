@@ -46,22 +46,21 @@ pub struct BenchResult {
 impl BenchResult {
     /// Weight bytes streamed per second in the fastest call, in GB/s (10^9).
     pub fn gbps(&self) -> f64 {
-        let s = self.best.as_secs_f64();
-        if s > 0.0 {
-            // usize -> f64 is exact below 2^53 bytes, far above any matrix here.
-            #[allow(clippy::cast_precision_loss)]
-            let b = self.weight_bytes as f64;
-            b / s / 1e9
-        } else {
-            0.0
-        }
+        self.gbps_in(self.best)
     }
+
     /// Weight bytes streamed per second over all the calls (the mean), in GB/s: what a
     /// pipeline of different matrices sees, where the fastest call overstates it.
     pub fn mean_gbps(&self) -> f64 {
-        let s = self.per_call.as_secs_f64();
+        self.gbps_in(self.per_call)
+    }
+
+    /// The matrix's bytes per `d`, in GB/s (0 for a zero duration).
+    fn gbps_in(&self, d: Duration) -> f64 {
+        let s = d.as_secs_f64();
         if s > 0.0 {
-            #[allow(clippy::cast_precision_loss)] // as in `gbps`
+            // usize -> f64 is exact below 2^53 bytes, far above any matrix here.
+            #[allow(clippy::cast_precision_loss)]
             let b = self.weight_bytes as f64;
             b / s / 1e9
         } else {
@@ -142,7 +141,7 @@ pub fn bench_matvec(
     bench_matvec_opts(ty, opts, rows, cols, budget)
 }
 
-/// [`bench_matvec`] with explicit [`MatOptions`].
+/// [`bench_matvec`] with explicit [`MatOptions`]: one matrix, kept hot in the caches.
 pub fn bench_matvec_opts(
     ty: GgmlType,
     opts: MatOptions,
@@ -150,39 +149,7 @@ pub fn bench_matvec_opts(
     cols: usize,
     budget: Duration,
 ) -> Result<BenchResult, QuantError> {
-    let backend = opts.backend;
-    let data = synthetic_weights(ty, rows, cols)?;
-    let w = QMatrix::new(ty, rows, cols, &data)?;
-    let mut rng = Filler(7);
-    let x: Vec<f32> = (0..cols)
-        .map(|_| {
-            let r = rng.next().to_le_bytes();
-            let bits = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            f32::from_bits(0x3F80_0000 | (bits >> 9)) - 1.5
-        })
-        .collect();
-    let mut y = vec![0.0f32; rows];
-    matvec_opts(&w, &x, &mut y, opts)?;
-    let start = Instant::now();
-    let mut calls = 0u32;
-    let mut best = Duration::MAX;
-    while calls < 3 || start.elapsed() < budget {
-        let t = Instant::now();
-        matvec_opts(&w, &x, &mut y, opts)?;
-        best = best.min(t.elapsed());
-        calls += 1;
-    }
-    let per_call = start.elapsed() / calls;
-    Ok(BenchResult {
-        ty,
-        backend,
-        rows,
-        cols,
-        weight_bytes: data.len(),
-        calls,
-        per_call,
-        best,
-    })
+    bench_matvec_footprint(ty, opts, rows, cols, 0, budget)
 }
 
 /// [`bench_matvec_opts`] cycling through copies of the matrix that together take at least
@@ -198,18 +165,18 @@ pub fn bench_matvec_footprint(
     budget: Duration,
 ) -> Result<BenchResult, QuantError> {
     let backend = opts.backend;
-    let one = synthetic_weights(ty, rows, cols)?;
-    let copies = footprint.div_ceil(one.len().max(1)).max(1);
-    let mut data = Vec::new();
-    data.try_reserve_exact(one.len().saturating_mul(copies))
+    let mut data = synthetic_weights(ty, rows, cols)?;
+    let one = data.len();
+    let copies = footprint.div_ceil(one.max(1)).max(1);
+    data.try_reserve_exact(one.saturating_mul(copies - 1))
         .map_err(|_| QuantError::Overflow {
             what: "bench footprint",
         })?;
-    for _ in 0..copies {
-        data.extend_from_slice(&one);
+    for _ in 1..copies {
+        data.extend_from_within(..one);
     }
     let mats = data
-        .chunks_exact(one.len().max(1))
+        .chunks_exact(one.max(1))
         .map(|c| QMatrix::new(ty, rows, cols, c))
         .collect::<Result<Vec<_>, _>>()?;
     let mut rng = Filler(7);
@@ -242,7 +209,7 @@ pub fn bench_matvec_footprint(
         backend,
         rows,
         cols,
-        weight_bytes: one.len(),
+        weight_bytes: one,
         calls,
         per_call,
         best,
