@@ -44,6 +44,17 @@ fn gpu(path: &Path, cfg: GpuConfig) -> Option<GpuEngine> {
     }
 }
 
+/// Whether a usable GPU is there (else the test says why it is skipped).
+fn gpu_present() -> bool {
+    match llmstream_infer::gpu::Gpu::new(0) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}
+
 fn cpu(path: &Path) -> Transformer {
     let ctx = Context::new(Config {
         backend: BackendChoice::Host,
@@ -209,12 +220,8 @@ fn synth_model(arch: &str, quant: QuantMix, name: &str) -> Option<PathBuf> {
 
 #[test]
 fn synthetic_llama_and_qwen2_every_quant_type_gpu_equals_cpu() {
-    match llmstream_infer::gpu::Gpu::new(0) {
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
+    if !gpu_present() {
+        return;
     }
     for (arch, name) in [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2")] {
         for (mix, mname) in [(QuantMix::All, "all"), (QuantMix::Q4KM, "q4km")] {
@@ -297,12 +304,8 @@ fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
 
 #[test]
 fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
-    match llmstream_infer::gpu::Gpu::new(0) {
-        Ok(_) => {}
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
+    if !gpu_present() {
+        return;
     }
     for (arch, name) in [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2")] {
         let Some(path) = synth_model(arch, QuantMix::Q4KM, &format!("{name}-fused")) else {
