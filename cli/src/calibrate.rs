@@ -5,7 +5,9 @@
 use anyhow::{bail, Context as _, Result};
 use llmstream::gguf::GgmlType;
 use llmstream::{BackendChoice, BackendKind, BufferKind, Config, Context};
-use llmstream_infer::calibration::{self, Calibration, MachineId, CALIBRATION_VERSION};
+use llmstream_infer::calibration::{
+    self, choose_threads, sweep_candidates, Calibration, MachineId, ThreadRate, CALIBRATION_VERSION,
+};
 use llmstream_infer::quant::{self, bench, Backend, MatOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +19,10 @@ use crate::common::parse_size;
 
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
-    /// Threads of the quant pool (default: all cores, as `run -t`); a calibration holds for
-    /// this thread count only.
+    /// Threads of the quant pool. Default: try all cores, one and two fewer, three quarters
+    /// and half, and keep the fewest within 2% of the best `Q4_K` rate; `run` and `chat`
+    /// without `-t` then use that count on this CPU. A calibration holds for its thread count
+    /// only.
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
     /// Weight types, comma-separated (e.g. q4_k,q6_k; default: every supported type).
@@ -62,9 +66,7 @@ const COPY_PIECE: usize = 64 << 20;
 const COPIES_QUEUED: usize = 4;
 
 pub fn run(a: &CalibrateArgs) -> Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = a.threads.unwrap_or(cpus);
-    if threads == 0 {
+    if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
     let path = match &a.out {
@@ -74,9 +76,9 @@ pub fn run(a: &CalibrateArgs) -> Result<()> {
     let ctx = context(&a.backend)?;
     let machine = MachineId::detect(calibration::gpu_name(&ctx));
     if a.show {
-        return show(path.as_deref(), &machine, threads, a.json);
+        return show(path.as_deref(), &machine, a.threads, a.json);
     }
-    measure(a, &ctx, machine, threads, path.as_deref())
+    measure(a, &ctx, machine, path.as_deref())
 }
 
 fn context(backend: &str) -> Result<Context> {
@@ -148,9 +150,19 @@ fn gbps(bps: f64) -> f64 {
     bps / 1e9
 }
 
-fn show(path: Option<&Path>, machine: &MachineId, threads: usize, json: bool) -> Result<()> {
+/// Prints the cache at `path` and whether it holds here with `threads` (default: what `run`
+/// would use without `-t`: the cache's chosen count for this CPU, else every logical CPU).
+fn show(
+    path: Option<&Path>,
+    machine: &MachineId,
+    threads: Option<usize>,
+    json: bool,
+) -> Result<()> {
     let path = path.ok_or_else(no_path)?;
     let cal = Calibration::load(path)?;
+    let threads = threads
+        .or_else(|| cal.as_ref().and_then(|c| c.chosen_threads(machine)))
+        .unwrap_or(machine.logical_cpus);
     let why = cal.as_ref().and_then(|c| mismatch(c, machine, threads));
     if json {
         let o = serde_json::json!({
@@ -191,7 +203,7 @@ fn print_calibration(c: &Calibration) {
     );
     row("taken", format!("{} (unix), {age}", c.taken_unix));
     row("machine", machine_text(&c.machine));
-    row("threads", c.threads);
+    row("threads", threads_text(c.threads, &c.thread_sweep));
     for (ty, bps) in &c.cpu_bps {
         row(&format!("cpu {ty}"), format!("{:9.2} GB/s", gbps(*bps)));
     }
@@ -214,6 +226,21 @@ fn print_calibration(c: &Calibration) {
                 .map_or_else(String::new, |p| format!(" ({p})"))
         ),
     );
+}
+
+/// `threads`, with the sweep it was chosen from when there was one.
+fn threads_text(threads: usize, sweep: &[ThreadRate]) -> String {
+    if sweep.is_empty() {
+        return format!("{threads} (given)");
+    }
+    let tried: Vec<String> = sweep
+        .iter()
+        .map(|r| format!("{} {:.1}", r.threads, gbps(r.q4_k_bps)))
+        .collect();
+    format!(
+        "{threads}, chosen from Q4_K GB/s by threads: {}",
+        tried.join(", ")
+    )
 }
 
 /// Measurements not taken, and why.
@@ -265,6 +292,26 @@ impl CpuBench {
         }
         Ok(bps)
     }
+
+    /// The `Q4_K` rate (mean over the calls, as [`Self::rate`]) with each pool size of
+    /// `counts`, over one set of matrices; leaves the pool at the last count.
+    fn thread_sweep(&self, counts: &[usize]) -> Result<Vec<ThreadRate>> {
+        let ty = GgmlType::Q4_K;
+        let mut fp = bench::Footprint::new(ty, self.rows, self.cols, self.footprint)
+            .with_context(|| format!("{} {}x{} matrices", ty.name(), self.rows, self.cols))?;
+        let mut sweep = Vec::with_capacity(counts.len());
+        for &threads in counts {
+            quant::set_threads(threads).context("quant thread pool")?;
+            let m = fp
+                .measure(MatOptions::default(), self.budget)
+                .with_context(|| format!("CPU matvec of Q4_K with {threads} threads"))?;
+            let q4_k_bps = m.mean_gbps() * 1e9;
+            if q4_k_bps.is_finite() && q4_k_bps > 0.0 {
+                sweep.push(ThreadRate { threads, q4_k_bps });
+            }
+        }
+        Ok(sweep)
+    }
 }
 
 /// The `Q4_K` rate while the link copies, over `alone`, and the link's rate meanwhile; `Err`
@@ -291,10 +338,8 @@ fn measure(
     a: &CalibrateArgs,
     ctx: &Context,
     machine: MachineId,
-    threads: usize,
     path: Option<&Path>,
 ) -> Result<()> {
-    quant::set_threads(threads).context("quant thread pool")?;
     let types = weight_types(&a.types)?;
     let (rows, cols) = parse_shape(&a.shape)?;
     let cpu = CpuBench {
@@ -303,6 +348,16 @@ fn measure(
         footprint: a.footprint,
         budget: Duration::from_millis(a.ms.max(1)),
     };
+    let (threads, thread_sweep) = match a.threads {
+        Some(t) => (t, Vec::new()),
+        None => {
+            let sweep = cpu.thread_sweep(&sweep_candidates(machine.logical_cpus))?;
+            let t = choose_threads(&sweep)
+                .ok_or_else(|| anyhow::anyhow!("no thread count gave a Q4_K rate"))?;
+            (t, sweep)
+        }
+    };
+    quant::set_threads(threads).context("quant thread pool")?;
     let kernels = Backend::detect();
     let gpu = ctx.backend() == BackendKind::Cuda;
     let no_gpu = if a.backend == "auto" {
@@ -313,6 +368,7 @@ fn measure(
     let human = !a.json;
     if human {
         row("machine", machine_text(&machine));
+        row("threads", threads_text(threads, &thread_sweep));
         let what = format!(
             "{threads} threads, {} kernels, {rows}x{cols} matrices, {} MiB cycled, {} ms per type",
             kernels.name(),
@@ -438,6 +494,7 @@ fn measure(
         h2d_bps,
         storage_bps: storage.as_ref().map(|s| s.bps),
         storage_path: storage.as_ref().map(|s| s.path.clone()),
+        thread_sweep,
     };
     if let Some(p) = path {
         cal.save(p)?;

@@ -38,7 +38,8 @@ pub struct ModelArgs {
     /// Layers the CPU computes, whatever the plan (comma-separated indices; overrides --split).
     #[arg(long, value_delimiter = ',')]
     pub cpu_layers: Option<Vec<usize>>,
-    /// CPU threads (default: all cores).
+    /// CPU threads (default: the count `llmstream calibrate` chose on this CPU, else all
+    /// logical CPUs).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Context length in tokens.
@@ -194,6 +195,7 @@ impl Runner {
                 let extra = serde_json::json!({
                     "backend": "cuda",
                     "load_secs": session.engine.load_secs,
+                    "threads": llmstream_infer::quant::threads().unwrap_or(0),
                     "plan": session.engine.plan.to_json(),
                     "cpu_gbps_probe": session.engine.rates.cpu_bps / 1e9,
                     "rates_gbps": {
@@ -255,10 +257,8 @@ impl ModelArgs {
             cpu_layers: self.cpu_layers.clone(),
             ..GpuConfig::default()
         };
-        if let Some(t) = self.threads {
-            // the CPU layers of a hybrid split run on the quant pool
-            llmstream_infer::quant::set_threads(t)?;
-        }
+        // the CPU layers of a hybrid split run on the quant pool
+        llmstream_infer::quant::set_threads(self.threads())?;
         match GpuSession::load(&self.model, cfg) {
             Ok(s) => Ok(Runner::Gpu {
                 session: Box::new(s),
@@ -278,10 +278,7 @@ impl ModelArgs {
     }
 
     fn cpu_runner(&self) -> Result<Runner> {
-        let threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let engine = Engine::load(&self.model, threads)
+        let engine = Engine::load(&self.model, self.threads())
             .with_context(|| format!("loading {}", self.model.display()))?;
         let state = engine.new_state(self.ctx_size, self.kv()?);
         Ok(Runner::Cpu {
@@ -289,6 +286,14 @@ impl ModelArgs {
             state,
             sampler: Sampler::new(self.sampler_config()),
         })
+    }
+
+    /// Threads of the quant pool: `-t`, else the count `llmstream calibrate` chose on this
+    /// CPU (on a many-core machine, leaving a core or two free can stream weights faster:
+    /// docs/gpu-inference.md), else every logical CPU.
+    fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(llmstream_infer::quant::default_threads)
     }
 
     fn sampler_config(&self) -> SamplerConfig {

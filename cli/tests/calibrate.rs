@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use llmstream::gguf::GgmlType;
-use llmstream_infer::calibration::{Calibration, MachineId, CALIBRATION_VERSION};
+use llmstream_infer::calibration::{
+    choose_threads, sweep_candidates, Calibration, MachineId, ThreadRate, CALIBRATION_VERSION,
+};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -162,10 +164,94 @@ fn saved(dir: &Path, threads: usize, gpu: Option<&str>) -> PathBuf {
         h2d_bps: gpu.map(|_| 25e9),
         storage_bps: Some(3e9),
         storage_path: Some("/models/m.gguf".into()),
+        thread_sweep: Vec::new(),
     };
     let file = dir.join("saved.toml");
     c.save(&file).unwrap();
     file
+}
+
+#[test]
+fn without_threads_calibrate_chooses_them_and_run_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    // QUICK without its `-t 1`
+    let mut args: Vec<&OsStr> = QUICK
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(2..4).contains(i))
+        .map(|(_, a)| OsStr::new(a))
+        .collect();
+    args.extend(["--types", "q4_k", "--json", "--out"].map(OsStr::new));
+    args.push(file.as_os_str());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&calibrate(&args))).unwrap();
+    let c = Calibration::load(&file).unwrap().unwrap();
+    assert!(same_json(
+        &serde_json::to_value(&c).unwrap(),
+        &v["calibration"]
+    ));
+    let here = MachineId::detect(None);
+    let tried: Vec<usize> = c.thread_sweep.iter().map(|r| r.threads).collect();
+    assert_eq!(tried, sweep_candidates(here.logical_cpus));
+    assert_eq!(Some(c.threads), choose_threads(&c.thread_sweep));
+    assert_eq!(c.chosen_threads(&here), Some(c.threads));
+    // --show without -t compares with the chosen count, as `run` would use it
+    let show = stdout(&calibrate(&[
+        OsStr::new("--show"),
+        OsStr::new("--backend"),
+        OsStr::new("host"),
+        OsStr::new("--out"),
+        file.as_os_str(),
+    ]));
+    assert!(show.contains("holds here   yes"), "{show}");
+    assert!(show.contains("chosen from Q4_K GB/s by threads"), "{show}");
+
+    // `run` without -t takes the chosen count; -t wins; another CPU's choice is ignored
+    let Some(model) = smollm2() else { return };
+    let chosen = |threads: usize, cpu_model: &str| {
+        let mut c = Calibration {
+            threads,
+            thread_sweep: vec![ThreadRate {
+                threads,
+                q4_k_bps: 1e9,
+            }],
+            ..c.clone()
+        };
+        c.machine.cpu_model = cpu_model.to_owned();
+        let f = dir
+            .path()
+            .join(format!("{threads}-{}.toml", cpu_model.len()));
+        c.save(&f).unwrap();
+        f
+    };
+    let run_threads = |cal: &Path, t: Option<&str>| -> u64 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmstream"));
+        cmd.arg("run").arg("-m").arg(&model);
+        cmd.args([
+            "-p",
+            "Hi",
+            "-n",
+            "1",
+            "--temp",
+            "0",
+            "--backend",
+            "cpu",
+            "--json",
+        ]);
+        if let Some(t) = t {
+            cmd.args(["-t", t]);
+        }
+        let out = cmd.env("LLMSTREAM_CALIBRATION", cal).output().unwrap();
+        let text = stdout(&out);
+        let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        v["threads"].as_u64().unwrap()
+    };
+    let cpus = here.logical_cpus as u64;
+    let three = chosen(3, &here.cpu_model);
+    assert_eq!(run_threads(&three, None), 3);
+    assert_eq!(run_threads(&three, Some("1")), 1);
+    assert_eq!(run_threads(&chosen(3, "Another CPU"), None), cpus);
+    assert_eq!(run_threads(&dir.path().join("absent.toml"), None), cpus);
 }
 
 #[test]

@@ -116,6 +116,59 @@ pub struct Calibration {
     /// The file `storage_bps` was measured on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_path: Option<String>,
+    /// The `Q4_K` rate at each thread count tried when calibrate chose `threads` itself (no
+    /// `-t`), most threads first; empty when `threads` was given. Runs without `-t` on this
+    /// CPU use the chosen count ([`Calibration::chosen_threads`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thread_sweep: Vec<ThreadRate>,
+}
+
+/// The CPU's `Q4_K` rate with one pool size (bytes per second).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadRate {
+    /// Threads of the quant pool, the caller counted.
+    pub threads: usize,
+    /// The rate with them.
+    pub q4_k_bps: f64,
+}
+
+/// A rate within this fraction of the best counts as equal when choosing a thread count: the
+/// fewer threads then win, leaving cores to the rest of the process and the system.
+pub const THREAD_TIE: f64 = 0.02;
+
+/// Thread counts `llmstream calibrate` tries on `cpus` logical CPUs, most first: all of
+/// them, one or two left free, three quarters and half (a machine whose logical CPUs are
+/// hyperthreads may stream weights as fast from its physical cores alone). On the H100
+/// machine (16 CPUs), 14 threads read Q4_K weights at 77-84 GB/s where 16 read 58-76.
+pub fn sweep_candidates(cpus: usize) -> Vec<usize> {
+    let cpus = cpus.max(1);
+    let mut v = vec![
+        cpus,
+        cpus - 1,
+        cpus.saturating_sub(2),
+        cpus * 3 / 4,
+        cpus / 2,
+    ];
+    v.retain(|&t| t >= 1);
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.dedup();
+    v
+}
+
+/// The thread count to use from a sweep: the fewest threads whose rate is within
+/// [`THREAD_TIE`] of the best rate; `None` for an empty sweep or one without a usable rate.
+pub fn choose_threads(sweep: &[ThreadRate]) -> Option<usize> {
+    let best = sweep
+        .iter()
+        .map(|r| r.q4_k_bps)
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))))?;
+    sweep
+        .iter()
+        .filter(|r| r.q4_k_bps.is_finite() && r.q4_k_bps >= best * (1.0 - THREAD_TIE))
+        .map(|r| r.threads)
+        .min()
 }
 
 /// Why a calibration file could not be read or written.
@@ -332,6 +385,28 @@ impl Calibration {
         self.machine == *machine && self.threads == threads
     }
 
+    /// The thread count calibrate chose on this CPU (`threads`, when it came from a sweep and
+    /// the CPU model and logical CPU count are `machine`'s; the GPU does not matter here).
+    pub fn chosen_threads(&self, machine: &MachineId) -> Option<usize> {
+        let same_cpu = self.machine.cpu_model == machine.cpu_model
+            && self.machine.logical_cpus == machine.logical_cpus;
+        (same_cpu && !self.thread_sweep.is_empty()).then_some(self.threads)
+    }
+
+    /// The thread count chosen by the cached calibration ([`Self::default_path`]) for this
+    /// CPU ([`Self::chosen_threads`]); `None` without one. A cache that cannot be read is
+    /// logged and ignored.
+    pub fn cached_threads() -> Option<usize> {
+        let path = Self::default_path()?;
+        match Self::load(&path) {
+            Ok(c) => c?.chosen_threads(&MachineId::detect(None)),
+            Err(e) => {
+                tracing::warn!("{e}: the thread count is not taken from it");
+                None
+            }
+        }
+    }
+
     /// The CPU's rate over weights of type `ty`, if measured.
     pub fn cpu_rate(&self, ty: GgmlType) -> Option<f64> {
         self.cpu_bps.get(ty.name()).copied()
@@ -393,6 +468,12 @@ impl Calibration {
                 check_rate(path, field, v)?;
             }
         }
+        for (i, r) in self.thread_sweep.iter().enumerate() {
+            if r.threads == 0 {
+                return Err(bad(&format!("thread_sweep[{i}].threads"), "is 0"));
+            }
+            check_rate(path, &format!("thread_sweep[{i}].q4_k_bps"), r.q4_k_bps)?;
+        }
         if self.cpu_under_copies.is_some_and(|r| r > MAX_UNDER_COPIES) {
             return Err(bad(
                 "cpu_under_copies",
@@ -422,6 +503,16 @@ mod tests {
             h2d_bps: Some(53.5e9),
             storage_bps: Some(6.25e9),
             storage_path: Some("/models/x.gguf".into()),
+            thread_sweep: vec![
+                ThreadRate {
+                    threads: 16,
+                    q4_k_bps: 61e9,
+                },
+                ThreadRate {
+                    threads: 12,
+                    q4_k_bps: 52e9,
+                },
+            ],
         }
     }
 
@@ -444,9 +535,11 @@ mod tests {
         bare.h2d_bps = None;
         bare.storage_bps = None;
         bare.storage_path = None;
+        bare.thread_sweep.clear();
         bare.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains("h2d_bps"), "{text}");
+        assert!(!text.contains("thread_sweep"), "{text}");
         assert_eq!(Calibration::load(&path).unwrap(), Some(bare));
         // no temporary file left beside it
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
@@ -556,6 +649,12 @@ mod tests {
                 "cpu_under_copies",
             ),
             ("threads = 16", "threads = 0", "threads"),
+            (
+                "q4_k_bps = 52000000000.0",
+                "q4_k_bps = nan",
+                "thread_sweep[1].q4_k_bps",
+            ),
+            ("threads = 12", "threads = 0", "thread_sweep[1].threads"),
         ];
         let base = sample_text();
         for (from, to, field) in cases {
@@ -660,6 +759,65 @@ mod tests {
             ..m
         };
         assert!(!c.matches(&fewer, 16));
+    }
+
+    #[test]
+    fn thread_counts_tried() {
+        assert_eq!(sweep_candidates(16), vec![16, 15, 14, 12, 8]);
+        assert_eq!(sweep_candidates(4), vec![4, 3, 2]);
+        assert_eq!(sweep_candidates(2), vec![2, 1]);
+        assert_eq!(sweep_candidates(1), vec![1]);
+        assert_eq!(sweep_candidates(0), vec![1]);
+    }
+
+    #[test]
+    fn fewest_threads_within_the_tie_of_the_best() {
+        let r = |threads, gbps: f64| ThreadRate {
+            threads,
+            q4_k_bps: gbps * 1e9,
+        };
+        // 14 threads within 2% of the best (16): the fewer win
+        assert_eq!(
+            choose_threads(&[r(16, 60.0), r(15, 55.0), r(14, 59.0), r(8, 40.0)]),
+            Some(14)
+        );
+        // a clear best keeps its count
+        assert_eq!(choose_threads(&[r(16, 80.0), r(14, 70.0)]), Some(16));
+        assert_eq!(choose_threads(&[r(2, 9.0), r(1, 5.0)]), Some(2));
+        // nothing usable
+        assert_eq!(choose_threads(&[]), None);
+        assert_eq!(choose_threads(&[r(4, f64::NAN), r(2, 0.0)]), None);
+        // an unusable entry does not win the tie
+        assert_eq!(choose_threads(&[r(4, 10.0), r(2, f64::NAN)]), Some(4));
+    }
+
+    #[test]
+    fn chosen_threads_hold_for_the_same_cpu_only() {
+        let c = sample();
+        let m = c.machine.clone();
+        assert_eq!(c.chosen_threads(&m), Some(16));
+        // the GPU does not matter for the thread count
+        let no_gpu = MachineId {
+            gpu: None,
+            ..m.clone()
+        };
+        assert_eq!(c.chosen_threads(&no_gpu), Some(16));
+        let other_cpu = MachineId {
+            cpu_model: "Other".into(),
+            ..m.clone()
+        };
+        assert_eq!(c.chosen_threads(&other_cpu), None);
+        let fewer = MachineId {
+            logical_cpus: 8,
+            ..m.clone()
+        };
+        assert_eq!(c.chosen_threads(&fewer), None);
+        // `-t` given at calibration: no sweep, no choice
+        let given = Calibration {
+            thread_sweep: Vec::new(),
+            ..c
+        };
+        assert_eq!(given.chosen_threads(&m), None);
     }
 
     #[test]

@@ -164,56 +164,100 @@ pub fn bench_matvec_footprint(
     footprint: usize,
     budget: Duration,
 ) -> Result<BenchResult, QuantError> {
-    let backend = opts.backend;
-    let mut data = synthetic_weights(ty, rows, cols)?;
-    let one = data.len();
-    let copies = footprint.div_ceil(one.max(1)).max(1);
-    data.try_reserve_exact(one.saturating_mul(copies - 1))
-        .map_err(|_| QuantError::Overflow {
-            what: "bench footprint",
-        })?;
-    for _ in 1..copies {
-        data.extend_from_within(..one);
-    }
-    let mats = data
-        .chunks_exact(one.max(1))
-        .map(|c| QMatrix::new(ty, rows, cols, c))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut rng = Filler(7);
-    let x: Vec<f32> = (0..cols)
-        .map(|_| {
-            let r = rng.next().to_le_bytes();
-            let bits = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            f32::from_bits(0x3F80_0000 | (bits >> 9)) - 1.5
-        })
-        .collect();
-    let mut y = vec![0.0f32; rows];
-    for w in &mats {
-        matvec_opts(w, &x, &mut y, opts)?;
-    }
-    let start = Instant::now();
-    let mut calls = 0u32;
-    let mut best = Duration::MAX;
-    for w in mats.iter().cycle() {
-        if calls >= 3 && start.elapsed() >= budget {
-            break;
+    Footprint::new(ty, rows, cols, footprint)?.measure(opts, budget)
+}
+
+/// Copies of one synthetic matrix, and an input vector, to time `matvec` over again and again
+/// (on pools of several sizes, say) without building them anew ([`bench_matvec_footprint`]).
+pub struct Footprint {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    /// Bytes of one matrix.
+    one: usize,
+    data: Vec<u8>,
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Footprint {
+    /// Copies of a synthetic `rows x cols` matrix of type `ty` that take at least `footprint`
+    /// bytes together (one copy at least).
+    pub fn new(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        footprint: usize,
+    ) -> Result<Self, QuantError> {
+        let mut data = synthetic_weights(ty, rows, cols)?;
+        let one = data.len();
+        let copies = footprint.div_ceil(one.max(1)).max(1);
+        data.try_reserve_exact(one.saturating_mul(copies - 1))
+            .map_err(|_| QuantError::Overflow {
+                what: "bench footprint",
+            })?;
+        for _ in 1..copies {
+            data.extend_from_within(..one);
         }
-        let t = Instant::now();
-        matvec_opts(w, &x, &mut y, opts)?;
-        best = best.min(t.elapsed());
-        calls += 1;
+        let mut rng = Filler(7);
+        let x: Vec<f32> = (0..cols)
+            .map(|_| {
+                let r = rng.next().to_le_bytes();
+                let bits = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                f32::from_bits(0x3F80_0000 | (bits >> 9)) - 1.5
+            })
+            .collect();
+        Ok(Footprint {
+            ty,
+            rows,
+            cols,
+            one,
+            data,
+            x,
+            y: vec![0.0; rows],
+        })
     }
-    let per_call = start.elapsed() / calls;
-    Ok(BenchResult {
-        ty,
-        backend,
-        rows,
-        cols,
-        weight_bytes: one,
-        calls,
-        per_call,
-        best,
-    })
+
+    /// Times `matvec` with `opts` over the copies in turn for about `budget` (at least 3
+    /// calls, after one warm-up pass over every copy), on the current quant thread pool.
+    pub fn measure(
+        &mut self,
+        opts: MatOptions,
+        budget: Duration,
+    ) -> Result<BenchResult, QuantError> {
+        let (ty, rows, cols) = (self.ty, self.rows, self.cols);
+        let mats = self
+            .data
+            .chunks_exact(self.one.max(1))
+            .map(|c| QMatrix::new(ty, rows, cols, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        for w in &mats {
+            matvec_opts(w, &self.x, &mut self.y, opts)?;
+        }
+        let start = Instant::now();
+        let mut calls = 0u32;
+        let mut best = Duration::MAX;
+        for w in mats.iter().cycle() {
+            if calls >= 3 && start.elapsed() >= budget {
+                break;
+            }
+            let t = Instant::now();
+            matvec_opts(w, &self.x, &mut self.y, opts)?;
+            best = best.min(t.elapsed());
+            calls += 1;
+        }
+        let per_call = start.elapsed() / calls;
+        Ok(BenchResult {
+            ty,
+            backend: opts.backend,
+            rows,
+            cols,
+            weight_bytes: self.one,
+            calls,
+            per_call,
+            best,
+        })
+    }
 }
 
 /// [`bench_matvec`] for every weight type on the detected backend.

@@ -161,6 +161,14 @@ pub fn parallel_chunks_mut<T: Send>(
     Ok(())
 }
 
+/// The pool size used unless [`set_threads`] says otherwise: the count `llmstream calibrate`
+/// chose on this CPU ([`Calibration::cached_threads`](crate::calibration::Calibration::cached_threads)),
+/// else every logical CPU.
+pub fn default_threads() -> usize {
+    crate::calibration::Calibration::cached_threads()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The number of worker threads of the quant pool.
 pub fn threads() -> Result<usize, QuantError> {
     Ok(pool()?.threads())
@@ -174,8 +182,7 @@ fn pool() -> Result<Arc<SpinPool>, QuantError> {
     if let Some(p) = guard.as_ref() {
         return Ok(Arc::clone(p));
     }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let p = build_pool(n)?;
+    let p = build_pool(default_threads())?;
     *guard = Some(Arc::clone(&p));
     Ok(p)
 }
