@@ -331,6 +331,27 @@ struct Spans {
     u: DevSpan,
 }
 
+/// The hidden state's way to and from CPU layers: a page-locked buffer (copies in both
+/// directions run as DMA on the compute stream, in order with the layers) and the event the
+/// host sleeps on until the copy to it is done.
+struct Hop {
+    buf: Buffer,
+    ready: CudaEvent,
+}
+
+impl Hop {
+    /// A hop for at least `len` bytes (one token's hidden state at first; it grows for a
+    /// prompt batch).
+    fn new(ctx: &Context, gpu: &Gpu, len: usize) -> Result<Self> {
+        let buf = ctx.alloc(BufferKind::Pinned, len.max(4096))?;
+        let ready = gpu
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+            .map_err(drv("cuEventCreate"))?;
+        Ok(Hop { buf, ready })
+    }
+}
+
 /// Layer slots and events of the streamed tiers.
 struct Streamer {
     order: Vec<usize>,
@@ -384,7 +405,8 @@ pub struct GpuEngine {
     /// Layers the CPU computes, with the hidden state's host copy.
     cpu: Option<CpuLayers>,
     host_x: Vec<f32>,
-    host_bytes: Vec<u8>,
+    /// The page-locked buffer the hidden state hops through to and from CPU layers.
+    hop: Option<Hop>,
     /// The rates that chose the split (`cpu_bps` 0 when the CPU was not needed): the GPU's
     /// layer rate timed at load; the link's and the CPU's from the calibration cache when it
     /// holds for this machine, else probed at load.
@@ -407,6 +429,21 @@ impl std::fmt::Debug for GpuEngine {
 
 fn f32_bytes(n: usize) -> usize {
     n * std::mem::size_of::<f32>()
+}
+
+impl Drop for GpuEngine {
+    /// Copies still queued (the next token's layers streamed ahead, a hidden state's hop) read
+    /// page-locked buffers the fields below free: wait for both streams first.
+    fn drop(&mut self) {
+        if let Some(s) = &self.streamer {
+            if let Err(e) = s.copy.synchronize() {
+                tracing::warn!("dropping the GPU engine: copy stream: {e}");
+            }
+        }
+        if let Err(e) = self.gpu.sync() {
+            tracing::warn!("dropping the GPU engine: {e}");
+        }
+    }
 }
 
 impl GpuEngine {
@@ -645,7 +682,7 @@ impl GpuEngine {
             fixed_vram: fixed,
             cpu: None,
             host_x: Vec::new(),
-            host_bytes: Vec::new(),
+            hop: None,
             rates: Rates {
                 cpu_bps: 0.0,
                 h2d_bps,
@@ -1021,19 +1058,49 @@ impl GpuEngine {
     /// The copy stream keeps streaming the next layers meanwhile.
     fn cpu_layer(&mut self, li: usize, n: usize) -> Result<()> {
         let t = Instant::now();
-        let d = self.hp.n_embd;
-        // the hop buffers are kept between layers and tokens (no allocation per CPU layer)
-        let mut bytes = std::mem::take(&mut self.host_bytes);
-        bytes.resize(f32_bytes(n * d), 0);
-        // a synchronous copy: the host sleeps until the GPU has produced x
-        self.acts.x.read(self.gpu.stream(), &mut bytes)?;
+        let len = f32_bytes(n * self.hp.n_embd);
+        let stream = self.gpu.stream().clone();
+        let x = self.acts.x.sub(0, len)?;
+        // the hop buffer is kept between layers and tokens (no allocation per CPU layer); it
+        // grows for a larger batch, once the last copy back from the old one is done
+        if self.hop.as_ref().is_none_or(|h| h.buf.len() < len) {
+            if self.hop.is_some() {
+                stream.synchronize().map_err(drv("cuStreamSynchronize"))?;
+            }
+            self.hop = Some(Hop::new(&self.ctx, &self.gpu, len)?);
+        }
+        let Some(hop) = self.hop.as_ref() else {
+            return Err(InferError::Gpu("no hop buffer".into()));
+        };
+        let Some(hp) = hop.buf.host_ptr() else {
+            return Err(InferError::Gpu("hop buffer without host memory".into()));
+        };
+        // the raw copies below need the context current on this thread
+        self.gpu
+            .context()
+            .bind_to_thread()
+            .map_err(drv("cuCtxSetCurrent"))?;
+        // SAFETY: `hp..hp + len` is the hop's page-locked buffer (at least `len` bytes), owned
+        // by the engine, whose drop waits for the stream; the host touches it only between
+        // `ready` (below, after every earlier copy out of it on this stream) and the copy back
+        // enqueued after it, and `x` holds `len` bytes.
+        unsafe {
+            let host = std::slice::from_raw_parts_mut(hp, len);
+            cudarc::driver::result::memcpy_dtoh_async(host, x.ptr(), stream.cu_stream())
+                .map_err(drv("cuMemcpyDtoHAsync"))?;
+        }
+        // the host sleeps (a blocking-sync event) until the GPU has produced x
+        hop.ready.record(&stream).map_err(drv("cuEventRecord"))?;
+        hop.ready.synchronize().map_err(drv("cuEventSynchronize"))?;
         self.stats.cpu_wait_ms += t.elapsed().as_secs_f64() * 1e3;
         self.host_x.clear();
-        self.host_x.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
+        hop.buf.with_host_slice(|b| {
+            self.host_x.extend(
+                b[..len]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        })?;
         let Some(cpu) = self.cpu.as_mut() else {
             return Err(InferError::Gpu(format!("layer {li}: no CPU layers loaded")));
         };
@@ -1041,11 +1108,16 @@ impl GpuEngine {
         cpu.run(li, &mut self.host_x, self.pos, n)?;
         self.stats.cpu_run_ms += run.elapsed().as_secs_f64() * 1e3;
         self.stats.bytes_cpu += cpu.layer_bytes(li).unwrap_or(0);
-        for (c, v) in bytes.chunks_exact_mut(4).zip(&self.host_x) {
-            c.copy_from_slice(&v.to_le_bytes());
+        // SAFETY: as above: the copy out of the buffer completed (`ready`), the copy back is
+        // enqueued on the stream before anything else can touch the buffer.
+        unsafe {
+            let host = std::slice::from_raw_parts_mut(hp, len);
+            for (c, v) in host.chunks_exact_mut(4).zip(&self.host_x) {
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+            cudarc::driver::result::memcpy_htod_async(x.ptr(), &*host, stream.cu_stream())
+                .map_err(drv("cuMemcpyHtoDAsync"))?;
         }
-        self.acts.x.write(self.gpu.stream(), 0, &bytes)?;
-        self.host_bytes = bytes;
         self.stats.cpu_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
     }
