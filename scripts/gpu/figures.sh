@@ -3,12 +3,11 @@
 # session spends its device time measuring rather than starting machines. Run from the
 # repository root there, with the folder .dev carried (it is ignored by git):
 #
-#   .dev/llmstream       release build of the CLI, debug info stripped (64 MiB carry limit):
-#                        cargo build --release -p llmstream-cli &&
-#                        objcopy --strip-debug target/release/llmstream .dev/llmstream
-#   .dev/tok.gguf        a small GGUF whose tokenizer the synthetic models take:
-#                        llmstream synth --preset tiny-llama -o .dev/tok.gguf
-#   .dev/llamacpp/       optional, llama.cpp's CPU llama-bench: scripts/build-llamacpp-cpu.sh
+#   .dev/llmstream       release build of the CLI, debug info stripped (64 MiB carry limit)
+#   .dev/tok.gguf        a small GGUF whose tokenizer the synthetic models take
+#   .dev/tests/          the GPU test binaries (optional)
+#   .dev/llamacpp/       llama.cpp's CPU llama-bench (optional)
+# all made here by scripts/gpu/prepare.sh [--llamacpp] [--smol] (its header: SmolLM2 for the tests)
 #
 # then, for example:
 #   run(command="scripts/gpu/figures.sh", carry=[".dev"], timeout_s=600)
@@ -150,8 +149,10 @@ if has tests; then
       >"$dir/test-$name.log" 2>&1
     rc=$?
     cat "$dir/test-$name.log" >>"$log"
-    python3 -c 'import json,sys; print(json.dumps({"step": "tests", "label": sys.argv[1], "data": {"rc": int(sys.argv[2]), "result": sys.argv[3]}}))' \
-      "$name" "$rc" "$(grep -a 'test result' "$dir/test-$name.log" | tail -n 1)" >>"$jsonl"
+    # a test without a GPU or a model passes by saying `skipped: why`: count those
+    python3 -c 'import json,sys; print(json.dumps({"step": "tests", "label": sys.argv[1], "data": {"rc": int(sys.argv[2]), "result": sys.argv[3], "skipped": int(sys.argv[4])}}))' \
+      "$name" "$rc" "$(grep -a 'test result' "$dir/test-$name.log" | tail -n 1)" \
+      "$(grep -a -c 'skipped: ' "$dir/test-$name.log")" >>"$jsonl"
   done
 fi
 

@@ -30,7 +30,9 @@ mkdir -p .dev/tests
 
 cargo build --release -p llmstream-cli
 objcopy --strip-debug "$target/release/llmstream" .dev/llmstream
-.dev/llmstream synth --preset tiny-llama --tokenizer-from "$smollm2" -o .dev/tok.gguf --force
+# the smallest model that carries the tokenizer (3.5 MB; the tiny-llama preset is 20 MB)
+.dev/llmstream synth --preset tiny-llama --layers 1 --embd 32 --ff 32 --heads 1 --kv-heads 1 \
+  --quant q8_0 --tied --tokenizer-from "$smollm2" -o .dev/tok.gguf --force
 
 # the test executables cargo reports for the three GPU test targets
 cargo test --release -p llmstream-infer --test gpu_engine --test gpu_ops --test gpu_quant \
@@ -52,5 +54,6 @@ if [ $smol = 1 ]; then
   tail -c +$((half + 1)) "$smollm2" >.smol/b
   sha256sum "$smollm2" | cut -d' ' -f1 >.smol/b.sha256
 fi
-du -sh .dev .dev/* .smol 2>/dev/null
+du -sh .dev/* .smol/* 2>/dev/null
+echo "carried by the figures call: $(du -sh .dev | cut -f1)"
 echo "the working tree travels too: $(git ls-files -z | du -ch --files0-from=- 2>/dev/null | tail -n 1)"

@@ -99,5 +99,6 @@ if cpu:
       f"llama.cpp {theirs and round(theirs, 2)} tok/s"
       + (f": {ours / theirs:.2f}x" if ours and theirs else ""))
 for label, d in all_of("tests"):
-    p(f"tests {label}: rc {d['rc']}, {d['result'] or 'no result line'}")
+    p(f"tests {label}: rc {d['rc']}, {d['result'] or 'no result line'}, "
+      f"{d.get('skipped', 0)} 'skipped' lines")
 print("\n".join(out))
