@@ -378,8 +378,16 @@ fn measure(
         row("cpu", what);
     }
     let mut cpu_bps = BTreeMap::new();
+    // the sweep already measured Q4_K with the chosen count, on the same footprint
+    let swept_q4_k = thread_sweep
+        .iter()
+        .find(|r| r.threads == threads)
+        .map(|r| r.q4_k_bps);
     for &ty in &types {
-        let bps = cpu.rate(ty)?;
+        let bps = match swept_q4_k {
+            Some(r) if ty == GgmlType::Q4_K => r,
+            _ => cpu.rate(ty)?,
+        };
         if human {
             row(
                 &format!("cpu {}", ty.name()),

@@ -195,6 +195,9 @@ fn without_threads_calibrate_chooses_them_and_run_uses_them() {
     assert_eq!(tried, sweep_candidates(here.logical_cpus));
     assert_eq!(Some(c.threads), choose_threads(&c.thread_sweep));
     assert_eq!(c.chosen_threads(&here), Some(c.threads));
+    // the Q4_K rate is the sweep's at the chosen count, not a second measurement
+    let swept = c.thread_sweep.iter().find(|r| r.threads == c.threads);
+    assert_eq!(c.cpu_rate(GgmlType::Q4_K), swept.map(|r| r.q4_k_bps));
     // --show without -t compares with the chosen count, as `run` would use it
     let show = stdout(&calibrate(&[
         OsStr::new("--show"),
@@ -207,7 +210,10 @@ fn without_threads_calibrate_chooses_them_and_run_uses_them() {
     assert!(show.contains("chosen from Q4_K GB/s by threads"), "{show}");
 
     // `run` without -t takes the chosen count; -t wins; another CPU's choice is ignored
-    let Some(model) = smollm2() else { return };
+    let Some(model) = smollm2() else {
+        println!("skipped (run part): `run` needs SmolLM2");
+        return;
+    };
     let chosen = |threads: usize, cpu_model: &str| {
         let mut c = Calibration {
             threads,
