@@ -51,6 +51,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `llmstream ... | head` closes stdout early: end quietly as other command-line tools do,
+    // instead of the default Rust behaviour of a panic on the next print.
+    // SAFETY: restores the default disposition of one signal before any thread exists; no
+    // handler of ours is replaced.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     common::init_tracing();
     let cli = Cli::parse();
     let r = match &cli.command {
