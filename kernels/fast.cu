@@ -150,12 +150,16 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
         row -= rows0 + rows1, w = w2, y = y2, seg = 2;
     }
     float acc = 0.f;
+    const u32 ty = (flags >> (2 * (seg % 3))) & 3u;
+    const unsigned per = (nsb + split - 1) / split;
+    const unsigned s0 = min(nsb, piece * per), s1 = min(nsb, s0 + per);
+    const unsigned bs = ty == FAST_Q6_K ? 210u : 144u;
+    const u8* wr = w + ((size_t)row * nsb + s0) * bs;
+    // the weights are no earlier kernel's output: ask for them before waiting for x
+    if (seg < 3) prefetch_l2(wr, (u64)(s1 - s0) * bs, lane);
+    pdl_wait();
+    pdl_launch();
     if (seg < 3) {
-        const u32 ty = (flags >> (2 * seg)) & 3u;
-        const unsigned per = (nsb + split - 1) / split;
-        const unsigned s0 = min(nsb, piece * per), s1 = min(nsb, s0 + per);
-        const unsigned bs = ty == FAST_Q6_K ? 210u : 144u;
-        const u8* wr = w + ((size_t)row * nsb + s0) * bs;
         const u8* xr = x + (size_t)s0 * 292u;
         acc = warp_sum(ty == FAST_Q6_K ? fastmv::row_q6_k(wr, xr, s1 - s0, lane)
                                        : fastmv::row_q4_k(wr, xr, s1 - s0, lane));
@@ -179,8 +183,14 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const unsigned half = FAST_WARPS / 2;
     const unsigned row = blockIdx.x * half + (wid % half);
     const bool up = wid >= half;
+    const u32 ty = (flags >> (up ? 2 : 0)) & 3u;
+    if (row < rows) {  // the weights are no earlier kernel's output: ask for them first
+        const u64 bs = ty == FAST_Q6_K ? 210u : 144u;
+        prefetch_l2((up ? wu : wg) + (u64)row * nsb * bs, (u64)nsb * bs, lane);
+    }
+    pdl_wait();
+    pdl_launch();
     if (row < rows) {
-        const u32 ty = (flags >> (up ? 2 : 0)) & 3u;
         const float acc = warp_sum(fastmv::row_dot(ty, up ? wu : wg, row, x, nsb, lane));
         if (lane == 0) part[wid] = acc;
     }

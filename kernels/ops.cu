@@ -116,6 +116,8 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 // bytes per row); n a multiple of 256.
 extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     const float* xr = x + (u64)blockIdx.y * n;
     float* orow = out + (u64)blockIdx.y * n;
     const float scale = op_rms_scale(xr, n, eps);
@@ -179,6 +181,8 @@ extern "C" __global__ void ops_rope_kv(float* q, float* k, const float* v, u16* 
                                        int n_head, int n_head_kv, int head_dim, int n_rot,
                                        u32 pos0, float theta_scale, float freq_scale,
                                        const float* factors, int neox) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     __shared__ float cs[128], sn[128];
     const int half = n_rot / 2;
     const u32 pos = pos0 + blockIdx.y;
@@ -226,6 +230,17 @@ extern "C" __global__ void ops_swiglu(float* g, const float* u, u64 n) {
     }
 }
 
+// Word copy by the SMs. The hidden state's hop to and from CPU layers uses it with one side in
+// page-locked host memory mapped into the device's address space: the GPU reads or writes it
+// over PCIe directly, so the hop never queues behind a layer copy on the copy engines.
+extern "C" __global__ void ops_copy(u32* dst, const u32* src, u64 n) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (u64)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
 extern "C" __global__ void ops_add(float* x, const float* y, u64 n) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (u64)gridDim.x * blockDim.x)
@@ -233,6 +248,8 @@ extern "C" __global__ void ops_add(float* x, const float* y, u64 n) {
 }
 
 extern "C" __global__ void ops_add_bias(float* x, const float* b, u64 n, u64 total) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (u64)gridDim.x * blockDim.x)
         x[i] = __fadd_rn(x[i], b[i % n]);
@@ -268,6 +285,8 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     ops_attn_partial(const float* q, const u16* kc, const u16* vc, float* part_acc,
                      float* part_ml, u32 pos0, int n_head, int n_head_kv, int hd, float scale,
                      int n_chunks, int head_blocks, int chunk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     __shared__ __align__(16) float qs[OP_ATT_GMAX][OP_ATT_HDMAX];
     __shared__ float sc[OP_ATT_GMAX][OP_ATT_CHUNK];
     __shared__ float red[OP_ATT_GMAX * OP_ATT_THREADS];
@@ -395,6 +414,8 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     ops_attn_combine(const float* part_acc, const float* part_ml, float* out, u32 pos0,
                      int n_head, int hd, int n_chunks, int chunk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     const int h = blockIdx.x, tok = blockIdx.y;
     const u32 visible = pos0 + (u32)tok + 1;
     const int nc = (int)((visible + (u32)chunk - 1) / (u32)chunk);

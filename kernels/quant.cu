@@ -886,6 +886,8 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
 // ggml's quantize_row_q8_K_ref: one warp per 256 elements.
 extern "C" __global__ void __launch_bounds__(256)
     quant_act_q8_k(const float* x, u8* out, unsigned long long nblk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
     const u32 lane = threadIdx.x & 31u;
     for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
          b += gridDim.x * 8ull)

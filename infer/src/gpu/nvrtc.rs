@@ -22,7 +22,7 @@ const SOURCES: &[(&str, &str)] = &[
 ];
 
 /// Every kernel the launch wrappers use.
-fn kernel_names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn kernel_names() -> impl Iterator<Item = &'static str> {
     super::quant::KERNELS
         .iter()
         .chain(super::ops::KERNELS.iter())
@@ -179,6 +179,7 @@ pub struct Gpu {
     _module: Arc<CudaModule>,
     funcs: HashMap<&'static str, CudaFunction>,
     arch: (i32, i32),
+    pdl: bool,
 }
 
 impl Gpu {
@@ -230,6 +231,7 @@ impl Gpu {
             _module: module,
             funcs,
             arch,
+            pdl: arch.0 >= 9 && std::env::var("LLMSTREAM_PDL").map_or(true, |v| v != "0"),
         })
     }
 
@@ -246,6 +248,12 @@ impl Gpu {
     /// Compute capability `(major, minor)`.
     pub fn arch(&self) -> (i32, i32) {
         self.arch
+    }
+
+    /// Whether the kernels that support it are launched with programmatic dependent launch
+    /// (compute capability 9.0 and later; `LLMSTREAM_PDL=0` turns it off).
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
 
     /// A loaded kernel by name.

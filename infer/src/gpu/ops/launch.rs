@@ -1,7 +1,8 @@
 //! The one place that launches kernels, and the size arithmetic the wrappers check with.
 
 use crate::gpu::{Gpu, GpuError, Result};
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, LaunchConfig, PushKernelArg};
+use std::ffi::c_void;
 
 /// A kernel argument, in the C type the kernel declares.
 #[derive(Debug, Clone, Copy)]
@@ -18,8 +19,24 @@ pub(crate) enum Arg {
     F32(f32),
 }
 
+/// Kernels that start with `pdl_wait()` (`kernels/common.cuh`) and may therefore be launched
+/// with programmatic dependent launch: the kernels of a decode layer, so that each one's blocks
+/// start (and its weights are prefetched into L2) while the kernel before it finishes.
+pub(crate) const PDL_KERNELS: &[&str] = &[
+    "fast_mv",
+    "fast_gate_up",
+    "ops_rms_norm_q8k",
+    "ops_rope_kv",
+    "ops_attn_partial",
+    "ops_attn_combine",
+    "ops_add_bias",
+    "ops_copy",
+    "quant_act_q8_k",
+];
+
 /// Launch `kernel` on the compute stream with a 1-D block of `block` threads (the op
-/// wrappers and [`crate::gpu::fast`]).
+/// wrappers and [`crate::gpu::fast`]). A kernel of [`PDL_KERNELS`] goes with the programmatic
+/// stream serialization attribute when [`Gpu::pdl`] holds.
 ///
 /// # Safety
 /// `args` must match the kernel's parameter list (`kernels/ops.cu`, `kernels/fast.cu`) in number, order and type,
@@ -34,6 +51,10 @@ pub(crate) unsafe fn launch(
     args: &[Arg],
 ) -> Result<()> {
     let f = gpu.function(kernel)?;
+    if gpu.pdl() && PDL_KERNELS.contains(&kernel) {
+        // SAFETY: the caller's contract (above) is what `launch_pdl` needs.
+        return unsafe { launch_pdl(gpu, f.cu_function(), grid, block, args) };
+    }
     let mut b = gpu.stream().launch_builder(f);
     for a in args {
         match a {
@@ -52,6 +73,60 @@ pub(crate) unsafe fn launch(
     // the launch shape is within the device limits the callers check (grid y, z ≤ 65535).
     unsafe { b.launch(cfg) }.map_err(|e| GpuError::driver("cuLaunchKernel", e))?;
     Ok(())
+}
+
+/// `cuLaunchKernelEx` with programmatic stream serialization allowed.
+///
+/// # Safety
+/// As [`launch`]; `f` is a kernel of [`PDL_KERNELS`] loaded in `gpu`'s context.
+unsafe fn launch_pdl(
+    gpu: &Gpu,
+    f: sys::CUfunction,
+    grid: (u32, u32, u32),
+    block: u32,
+    args: &[Arg],
+) -> Result<()> {
+    // each argument's value in its C type, then a pointer to each (what the driver reads)
+    let mut words: Vec<u64> = args
+        .iter()
+        .map(|a| match *a {
+            Arg::Ptr(v) | Arg::U64(v) => v,
+            Arg::I32(v) => u64::from(u32::from_ne_bytes(v.to_ne_bytes())),
+            Arg::U32(v) => u64::from(v),
+            Arg::F32(v) => u64::from(v.to_bits()),
+        })
+        .collect();
+    // little-endian: a 4-byte argument is the low half of its word, at the word's address
+    let mut params: Vec<*mut c_void> = words
+        .iter_mut()
+        .map(|w| std::ptr::from_mut(w).cast::<c_void>())
+        .collect();
+    // SAFETY: an all-zero attribute is valid plain data (id 0, zero value); its id and the
+    // one value field the id selects are set next.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let cfg = sys::CUlaunchConfig {
+        gridDimX: grid.0,
+        gridDimY: grid.1,
+        gridDimZ: grid.2,
+        blockDimX: block,
+        blockDimY: 1,
+        blockDimZ: 1,
+        sharedMemBytes: 0,
+        hStream: gpu.stream().cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    gpu.context()
+        .bind_to_thread()
+        .map_err(|e| GpuError::driver("cuCtxSetCurrent", e))?;
+    // SAFETY: `cfg` and `attr` live across the call; `params` holds one pointer per kernel
+    // parameter, in order, each to a value of the parameter's C type (the caller's contract);
+    // the driver copies the values before returning.
+    let r = unsafe { sys::cuLaunchKernelEx(&cfg, f, params.as_mut_ptr(), std::ptr::null_mut()) };
+    r.result()
+        .map_err(|e| GpuError::driver("cuLaunchKernelEx", e))
 }
 
 /// A [`GpuError::Invalid`].
@@ -86,4 +161,40 @@ pub(super) fn to_u64(v: usize) -> u64 {
 pub(super) fn stride_blocks(n: usize, block: u32) -> u32 {
     let want = n.div_ceil(block as usize).clamp(1, 4096);
     u32::try_from(want).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PDL_KERNELS;
+
+    /// A kernel launched with programmatic dependent launch that reads its inputs without
+    /// `pdl_wait()` would race the kernel before it: each listed kernel's body must wait.
+    #[test]
+    fn every_pdl_kernel_waits_for_the_kernel_before_it() {
+        let src = crate::gpu::nvrtc::source();
+        for name in PDL_KERNELS {
+            // the definition whose signature (up to its `{`) names the kernel
+            let call = format!(" {name}(");
+            let at = src
+                .match_indices("__global__")
+                .map(|(i, _)| i)
+                .find(|&i| {
+                    let sig = &src[i..src[i..].find('{').map_or(src.len(), |p| i + p)];
+                    sig.replace('\n', " ").contains(&call)
+                })
+                .unwrap_or_else(|| panic!("{name}: no __global__ definition"));
+            let body_end = src[at + 10..]
+                .find("__global__")
+                .map_or(src.len(), |p| at + 10 + p);
+            let body = &src[at..body_end];
+            assert!(
+                body.contains("pdl_wait();"),
+                "{name} never calls pdl_wait()"
+            );
+            assert!(
+                crate::gpu::nvrtc::kernel_names().any(|k| k == *name),
+                "{name} is not a loaded kernel"
+            );
+        }
+    }
 }

@@ -231,6 +231,9 @@ inline u16 f2bf(float f) {
 inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 inline float warp_max(float v) { for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o)); return v; }
 inline int warp_sum_i(int v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
+// programmatic dependent launch (common.cuh): kernels run one after another here
+inline void pdl_wait() {}
+inline void pdl_launch() {}
 
 // ---- cp.async
 namespace lsq {
