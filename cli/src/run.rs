@@ -198,6 +198,7 @@ impl Runner {
                     "threads": llmstream_infer::quant::threads().unwrap_or(0),
                     "plan": session.engine.plan.to_json(),
                     "cpu_gbps_probe": session.engine.rates.cpu_bps / 1e9,
+                    "cpu_gbps_calibrated": session.engine.cpu_calibrated_bps.map(|b| b / 1e9),
                     "rates_gbps": {
                         "cpu": session.engine.rates.cpu_bps / 1e9,
                         "h2d": session.engine.rates.h2d_bps / 1e9,

@@ -85,30 +85,38 @@ impl CpuLayers {
         )
     }
 
-    /// Layer `li` alone, to measure the CPU's rate over it ([`Self::rate`]).
-    pub fn probe(ctx: &Context, model: &Model, hp: &HParams, li: usize) -> Result<Self> {
-        CpuLayers::load(ctx, model, hp, &[li], PROBE_RUNS + 1)
-    }
-
-    /// The CPU's rate over the weights of layer `li` (bytes per second): the layer run whole
-    /// (norms, products, attention at the first positions) on one token, the mean of three runs
-    /// after a warm-up (the best run overstates what a pipeline of different layers sees).
-    pub fn rate(&mut self, li: usize) -> Result<f64> {
-        let bytes = self
-            .layer_bytes(li)
-            .ok_or_else(|| InferError::Invalid(format!("layer {li} is not a CPU layer")))?;
+    /// The CPU's rate over the weights of these layers (bytes per second): each run takes every
+    /// layer in turn, whole (norms, products, attention at the first positions), on one token;
+    /// the mean of three runs after a warm-up (the best run overstates what a pipeline of
+    /// different layers sees). Several layers, so that the weights come from memory as in a
+    /// token and not from a last-level cache that holds one small layer (300 MiB on the GPU
+    /// machine, more than an 8B-shaped layer).
+    pub fn rate(&mut self) -> Result<f64> {
+        let bytes: u64 = self.layers.iter().map(|(_, l)| l.bytes).sum();
+        let ids: Vec<usize> = self.layers.iter().map(|(i, _)| *i).collect();
+        if ids.is_empty() {
+            return Err(InferError::Invalid("no CPU layer to time".into()));
+        }
         let mut x = vec![0.01f32; self.hp.n_embd];
         let mut total = 0.0;
         for pos in 0..=PROBE_RUNS {
             let t = Instant::now();
-            self.run(li, &mut x, pos, 1)?;
+            for &li in &ids {
+                self.run(li, &mut x, pos, 1)?;
+                // keep the state finite whatever the weights do to it
+                x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0) * 0.01);
+            }
             if pos > 0 {
                 total += t.elapsed().as_secs_f64();
             }
-            // keep the state finite whatever the weights do to it
-            x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0) * 0.01);
         }
         #[allow(clippy::cast_precision_loss)]
         Ok((PROBE_RUNS as u64 * bytes) as f64 / total.max(1e-9))
+    }
+
+    /// Layers `which` (model indices, at least one), to measure the CPU's rate over them
+    /// ([`Self::rate`]).
+    pub fn probe(ctx: &Context, model: &Model, hp: &HParams, which: &[usize]) -> Result<Self> {
+        CpuLayers::load(ctx, model, hp, which, PROBE_RUNS + 1)
     }
 }

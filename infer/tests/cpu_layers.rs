@@ -17,7 +17,7 @@ fn smollm2() -> PathBuf {
 }
 
 #[test]
-fn probe_measures_a_rate_and_refuses_other_layers() {
+fn probe_measures_a_rate_over_its_layers_and_refuses_others() {
     let p = smollm2();
     if !p.exists() {
         eprintln!("skipped: {} absent", p.display());
@@ -30,13 +30,24 @@ fn probe_measures_a_rate_and_refuses_other_layers() {
     .unwrap();
     let model = ctx.open_model(&p).unwrap();
     let hp = HParams::from_gguf(model.gguf()).unwrap();
-    let mut probe = CpuLayers::probe(&ctx, &model, &hp, 2).unwrap();
+    let mut probe = CpuLayers::probe(&ctx, &model, &hp, &[2, 5]).unwrap();
     let bytes = probe.layer_bytes(2).unwrap();
     assert_eq!(bytes, model.layer_bytes(2).unwrap());
-    let rate = probe.rate(2).unwrap();
+    assert_eq!(probe.layer_bytes(5).unwrap(), model.layer_bytes(5).unwrap());
+    let rate = probe.rate().unwrap();
     assert!(rate.is_finite() && rate > 0.0, "{rate}");
     assert!(probe.layer_bytes(3).is_none());
-    assert!(probe.rate(3).is_err(), "layer 3 is not a CPU layer");
+    assert!(
+        probe.run(3, &mut vec![0.0f32; hp.n_embd], 0, 1).is_err(),
+        "layer 3 is not a CPU layer"
+    );
+    assert!(
+        CpuLayers::probe(&ctx, &model, &hp, &[])
+            .unwrap()
+            .rate()
+            .is_err(),
+        "no layer"
+    );
     // a hidden state of the wrong width, or positions past the probe's cache
     let mut x = vec![0.0f32; hp.n_embd + 1];
     assert!(probe.run(2, &mut x, 0, 1).is_err());

@@ -77,17 +77,20 @@ impl Default for GpuConfig {
     }
 }
 
-/// The CPU's rate over layer `li` while the link copies pinned host memory to the GPU, as it
-/// does during a hybrid token (both read host memory: the CPU alone measures faster).
+/// Bytes of layers the CPU probe runs through, at least (more than a last-level cache).
+const PROBE_BYTES: u64 = 1 << 30;
+
+/// The CPU's rate over layers `which` while the link copies pinned host memory to the GPU, as
+/// it does during a hybrid token (both read host memory: the CPU alone measures faster).
 fn cpu_rate_under_copies(
     gpu: &Gpu,
     ctx: &Context,
     model: &Model,
     hp: &HParams,
-    li: usize,
+    which: &[usize],
 ) -> Result<f64> {
     const CHUNK: usize = 256 << 20;
-    let mut probe = CpuLayers::probe(ctx, model, hp, li)?;
+    let mut probe = CpuLayers::probe(ctx, model, hp, which)?;
     let copy = gpu.context().new_stream().map_err(drv("cuStreamCreate"))?;
     // Without room for the copies (page-locked memory or VRAM refused) the CPU is probed alone.
     let (host, dev) = match (
@@ -101,7 +104,7 @@ fn cpu_rate_under_copies(
                 vram = d.err().map(|e| e.to_string()),
                 "CPU probe without concurrent copies"
             );
-            return probe.rate(li);
+            return probe.rate();
         }
     };
     gpu.sync()?;
@@ -119,7 +122,7 @@ fn cpu_rate_under_copies(
                 .map_err(drv("cuMemcpyHtoDAsync"))?;
         }
     }
-    let rate = probe.rate(li);
+    let rate = probe.rate();
     copy.synchronize().map_err(drv("cuStreamSynchronize"))?;
     drop((host, dev));
     rate
@@ -331,12 +334,22 @@ struct Spans {
     u: DevSpan,
 }
 
-/// The hidden state's way to and from CPU layers: a page-locked buffer (copies in both
-/// directions run as DMA on the compute stream, in order with the layers) and the event the
-/// host sleeps on until the copy to it is done.
+/// The hidden state's way to and from CPU layers: a page-locked buffer and the event the host
+/// sleeps on until the GPU has written it. When the buffer is mapped into the device's address
+/// space (`dev`), the SMs move the state with a copy kernel on the compute stream, reading or
+/// writing host memory over PCIe; else (or with `LLMSTREAM_HOP=dma`) DMA copies on the compute
+/// stream carry it. Kernels, because a DMA copy to the GPU shares the copy engines with the
+/// streamed layers' copies and waited behind a layer's copy in flight (up to ~10 ms at 70B).
 struct Hop {
     buf: Buffer,
+    /// Device address of `buf` when it is mapped.
+    dev: Option<u64>,
     ready: CudaEvent,
+}
+
+/// Whether hops may use the mapped-memory copy kernel (`LLMSTREAM_HOP=dma` turns it off).
+fn hop_by_kernel() -> bool {
+    std::env::var("LLMSTREAM_HOP").map_or(true, |v| v != "dma")
 }
 
 impl Hop {
@@ -348,7 +361,30 @@ impl Hop {
             .context()
             .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
             .map_err(drv("cuEventCreate"))?;
-        Ok(Hop { buf, ready })
+        let dev = match buf.host_ptr() {
+            Some(hp) if hop_by_kernel() => mapped_address(gpu, hp),
+            _ => None,
+        };
+        Ok(Hop { buf, dev, ready })
+    }
+}
+
+/// The device address of page-locked host memory at `hp` (the library allocates it mapped), or
+/// `None` when the driver does not map it.
+fn mapped_address(gpu: &Gpu, hp: *mut u8) -> Option<u64> {
+    if let Err(e) = gpu.context().bind_to_thread() {
+        tracing::warn!("hop: cuCtxSetCurrent: {e}");
+        return None;
+    }
+    let mut dptr: sys::CUdeviceptr = 0;
+    // SAFETY: a valid out-pointer, and `hp` is the start of a live page-locked allocation of
+    // this context (the hop's buffer); the call only looks the address up.
+    let r = unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dptr, hp.cast(), 0) };
+    if r == sys::CUresult::CUDA_SUCCESS && dptr != 0 {
+        Some(dptr)
+    } else {
+        tracing::info!("hop: page-locked buffer not mapped ({r:?}); DMA copies instead");
+        None
     }
 }
 
@@ -408,12 +444,16 @@ pub struct GpuEngine {
     /// The page-locked buffer the hidden state hops through to and from CPU layers.
     hop: Option<Hop>,
     /// The rates that chose the split (`cpu_bps` 0 when the CPU was not needed): the GPU's
-    /// layer rate timed at load; the link's and the CPU's from the calibration cache when it
-    /// holds for this machine, else probed at load.
+    /// layer rate and the CPU's over this model's layers under copies, measured at load; the
+    /// link's from the calibration cache when it holds for this machine, else probed at load.
     pub rates: Rates,
     /// The calibration cache used (`llmstream calibrate`), when one holds for this machine and
     /// thread count.
     pub calibration: Option<Calibration>,
+    /// The CPU's rate over the probed layers' weights the calibration cache predicts (per-type
+    /// rates times the ratio under copies), when one holds; the split uses the rate measured at
+    /// load (`rates.cpu_bps`).
+    pub cpu_calibrated_bps: Option<f64>,
     /// Seconds spent loading.
     pub load_secs: f64,
 }
@@ -691,6 +731,7 @@ impl GpuEngine {
             },
             load_secs: 0.0,
             calibration,
+            cpu_calibrated_bps: None,
         };
         engine.place_outside_vram(&layer_bytes)?;
         tracing::info!(
@@ -709,7 +750,7 @@ impl GpuEngine {
     }
 
     /// The second half of loading: measure the rates the split needs (the GPU over a resident
-    /// layer, the CPU over a pinned-RAM layer while the link copies), choose the CPU layers
+    /// layer, the CPU over pinned-RAM layers while the link copies), choose the CPU layers
     /// among the pinned-RAM ones ([`apply_split`]), then load the CPU layers, the pinned tier,
     /// the remaining KV caches and the streaming slots.
     fn place_outside_vram(&mut self, layer_bytes: &[u64]) -> Result<()> {
@@ -740,9 +781,35 @@ impl GpuEngine {
                 .calibration
                 .as_ref()
                 .and_then(|c| Some(c.cpu_layer_bps(&by_type)? * c.cpu_under_copies.unwrap_or(1.0)));
-            self.rates.cpu_bps = match cached {
-                Some(r) => r,
-                None => cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, li)?,
+            // The split follows what the CPU does on this model's own layers, measured now
+            // under copies: the calibration's per-type rates come from large matrices back to
+            // back and overstate a whole layer (its small products, norms, attention and
+            // dispatches): on the GPU machine 120 GB/s cached against 97 measured over 70B
+            // layers, and the plan from the cached rate decoded 6.77 tok/s against 7.17 (same
+            // call). The cached estimate stays for comparison (`cpu_gbps_calibrated`) and as
+            // the fallback when the probe cannot run.
+            let mut which = vec![li];
+            let mut bytes = self.model.layer_bytes(li)?;
+            for (i, t) in self.plan.tiers.iter().enumerate() {
+                if bytes >= PROBE_BYTES || which.len() >= 8 {
+                    break;
+                }
+                if i != li && matches!(t, Tier::Ram | Tier::Cpu) {
+                    which.push(i);
+                    bytes += self.model.layer_bytes(i)?;
+                }
+            }
+            self.cpu_calibrated_bps = cached;
+            self.rates.cpu_bps = match (
+                cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, &which),
+                cached,
+            ) {
+                (Ok(r), _) => r,
+                (Err(e), Some(r)) => {
+                    tracing::warn!("CPU probe failed ({e}): the calibrated rate instead");
+                    r
+                }
+                (Err(e), None) => return Err(e),
             };
         }
         apply_split(
@@ -758,6 +825,9 @@ impl GpuEngine {
             .filter(|&i| self.plan.tiers[i] == Tier::Cpu)
             .collect();
         if !cpu_list.is_empty() {
+            // between CPU layers the host waits for a GPU segment (about a millisecond): the
+            // pool's workers stay awake across it instead of being woken for every CPU layer
+            quant::set_pool_spin(std::time::Duration::from_millis(5));
             self.cpu = Some(CpuLayers::load(
                 &self.ctx,
                 &self.model,
@@ -1080,14 +1150,21 @@ impl GpuEngine {
             .context()
             .bind_to_thread()
             .map_err(drv("cuCtxSetCurrent"))?;
-        // SAFETY: `hp..hp + len` is the hop's page-locked buffer (at least `len` bytes), owned
-        // by the engine, whose drop waits for the stream; the host touches it only between
-        // `ready` (below, after every earlier copy out of it on this stream) and the copy back
-        // enqueued after it, and `x` holds `len` bytes.
-        unsafe {
-            let host = std::slice::from_raw_parts_mut(hp, len);
-            cudarc::driver::result::memcpy_dtoh_async(host, x.ptr(), stream.cu_stream())
-                .map_err(drv("cuMemcpyDtoHAsync"))?;
+        // SAFETY: `dev..dev + len` is the device mapping of the hop's page-locked buffer (at
+        // least `len` bytes), owned by the engine, whose drop waits for the stream.
+        let mapped = hop.dev.map(|dev| unsafe { DevSpan::from_raw(dev, len) });
+        if let Some(m) = mapped {
+            gops::copy_words(&self.gpu, m, x, len / 4)?;
+        } else {
+            // SAFETY: `hp..hp + len` is the hop's page-locked buffer (at least `len` bytes),
+            // owned by the engine, whose drop waits for the stream; the host touches it only
+            // between `ready` (below, after every earlier copy out of it on this stream) and the
+            // copy back enqueued after it, and `x` holds `len` bytes.
+            unsafe {
+                let host = std::slice::from_raw_parts_mut(hp, len);
+                cudarc::driver::result::memcpy_dtoh_async(host, x.ptr(), stream.cu_stream())
+                    .map_err(drv("cuMemcpyDtoHAsync"))?;
+            }
         }
         // the host sleeps (a blocking-sync event) until the GPU has produced x
         hop.ready.record(&stream).map_err(drv("cuEventRecord"))?;
@@ -1115,8 +1192,14 @@ impl GpuEngine {
             for (c, v) in host.chunks_exact_mut(4).zip(&self.host_x) {
                 c.copy_from_slice(&v.to_le_bytes());
             }
-            cudarc::driver::result::memcpy_htod_async(x.ptr(), &*host, stream.cu_stream())
-                .map_err(drv("cuMemcpyHtoDAsync"))?;
+            if mapped.is_none() {
+                cudarc::driver::result::memcpy_htod_async(x.ptr(), &*host, stream.cu_stream())
+                    .map_err(drv("cuMemcpyHtoDAsync"))?;
+            }
+        }
+        if let Some(m) = mapped {
+            // the host's writes above are done before the launch that reads them
+            gops::copy_words(&self.gpu, x, m, len / 4)?;
         }
         self.stats.cpu_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())

@@ -19,7 +19,9 @@ mod sample_model;
 pub use attention::{
     attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
 };
-pub use elementwise::{add, add_bias, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu};
+pub use elementwise::{
+    add, add_bias, copy_words, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu,
+};
 pub use sampling::{
     argmax, repeat_penalty, sample, sample_workspace_bytes, GpuSampleParams, SampleTrace,
     SAMPLE_MAX_VOCAB,
@@ -34,6 +36,7 @@ pub(crate) const KERNELS: &[&str] = &[
     "ops_kv_store",
     "ops_swiglu",
     "ops_add",
+    "ops_copy",
     "ops_add_bias",
     "ops_attn_partial",
     "ops_attn_combine",

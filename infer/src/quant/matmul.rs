@@ -150,6 +150,12 @@ pub fn set_threads(n: usize) -> Result<(), QuantError> {
     Ok(())
 }
 
+/// How long the pool's idle workers spin before they sleep (see the pool: 200 µs unless
+/// set; `LLMSTREAM_POOL_SPIN_US` overrides).
+pub fn set_pool_spin(d: std::time::Duration) {
+    super::pool::set_spin(d);
+}
+
 /// `f(i, chunk_i)` for every `chunk`-sized piece of `data` on the quant pool (the calling
 /// thread takes part); returns when all are done.
 pub fn parallel_chunks_mut<T: Send>(

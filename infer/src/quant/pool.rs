@@ -18,8 +18,24 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long an idle worker spins before it sleeps (microseconds; [`set_spin`]).
+static SPIN_US: AtomicU64 = AtomicU64::new(200);
+
+/// How long idle workers spin before they sleep: 200 µs by default; the GPU engine's hybrid
+/// split, whose CPU layers come a GPU segment (about a millisecond) apart, keeps them awake
+/// longer so that each CPU layer does not start by waking every worker.
+/// `LLMSTREAM_POOL_SPIN_US` overrides both.
+pub(crate) fn set_spin(d: Duration) {
+    let us = std::env::var("LLMSTREAM_POOL_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    SPIN_US.store(us.min(1_000_000), Ordering::Relaxed);
+}
+
+fn spin() -> Duration {
+    Duration::from_micros(SPIN_US.load(Ordering::Relaxed))
+}
 /// Spins of a waiting thread before it yields its core between checks (some tens of
 /// microseconds: a PAUSE takes 10-140 cycles depending on the core). A thread that spins on
 /// while the worker it waits for has lost its core delays that worker: with 3 threads on 2
@@ -232,7 +248,7 @@ fn worker(s: &Shared) {
                 std::thread::yield_now();
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 == 0 && t0.elapsed() > SPIN {
+            if spins % 256 == 0 && t0.elapsed() > spin() {
                 s.parked.fetch_add(1, Ordering::SeqCst);
                 let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 while s.epoch.load(Ordering::SeqCst) == seen && !s.shutdown.load(Ordering::SeqCst) {

@@ -212,8 +212,11 @@ impl CudaBackend {
     pub fn alloc_pinned(&self, bytes: usize) -> Result<PinnedHost> {
         self.shared.bind()?;
         let mut p: *mut c_void = std::ptr::null_mut();
-        // SAFETY: valid out-pointer; portable pinned allocation.
-        let r = unsafe { sys::cuMemHostAlloc(&mut p, bytes.max(1), sys::CU_MEMHOSTALLOC_PORTABLE) };
+        // mapped into the device's address space too, so kernels may read or write it over
+        // PCIe (with unified addressing, the default on 64-bit Linux, it is mapped anyway)
+        let flags = sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_DEVICEMAP;
+        // SAFETY: valid out-pointer; portable, mapped pinned allocation.
+        let r = unsafe { sys::cuMemHostAlloc(&mut p, bytes.max(1), flags) };
         if r != sys::CUresult::CUDA_SUCCESS || p.is_null() {
             return Err(Error::OutOfMemory {
                 what: "pinned host",

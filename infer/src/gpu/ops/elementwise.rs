@@ -333,6 +333,23 @@ pub fn add(gpu: &Gpu, x: DevSpan, y: DevSpan, n: usize) -> Result<()> {
     unsafe { launch(gpu, K, (stride_blocks(n, 256), 1, 1), 256, &args) }
 }
 
+/// `dst[i] = src[i]` for `n` 4-byte words, by the SMs (no copy engine): the hidden state's hop
+/// through page-locked host memory mapped into the device (see `GpuEngine`'s CPU layers).
+pub fn copy_words(gpu: &Gpu, dst: DevSpan, src: DevSpan, n: usize) -> Result<()> {
+    const K: &str = "ops_copy";
+    check_pair(K, dst, src, n, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::Ptr(dst.ptr()),
+        Arg::Ptr(src.ptr()),
+        Arg::U64(to_u64(n)),
+    ];
+    // SAFETY: (dst, src, u64 n) as declared; both hold n 4-byte words (checked).
+    unsafe { launch(gpu, K, (stride_blocks(n, 256), 1, 1), 256, &args) }
+}
+
 /// `x[r] += b` for each of `rows` rows of `n` floats.
 pub fn add_bias(gpu: &Gpu, x: DevSpan, b: DevSpan, rows: usize, n: usize) -> Result<()> {
     const K: &str = "ops_add_bias";
