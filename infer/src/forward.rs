@@ -293,6 +293,7 @@ pub(crate) fn layer_forward(
     lap.next();
     matmul(&lw.w_gate, h, n, g)?;
     matmul(&lw.w_up, h, n, u)?;
+    lap.next();
     ops::swiglu(g, u);
     lap.next();
     matmul(&lw.w_down, g, n, o)?;

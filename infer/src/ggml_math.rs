@@ -8,6 +8,7 @@
 //! rounding boundary), which is why these are emulated rather than approximated.
 
 /// ggml's vectorised `expf` for one lane (`ggml_v_expf`, AVX2 + FMA).
+#[inline(always)]
 pub fn v_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4B40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3FB8_AA3B), r); // log2(e)
@@ -41,6 +42,7 @@ pub fn v_expf(x: f32) -> f32 {
 }
 
 /// ggml's vectorised SiLU for one lane: `x / (1 + v_expf(-x))`.
+#[inline(always)]
 pub fn v_silu(x: f32) -> f32 {
     x / (1.0 + v_expf(0.0 - x))
 }

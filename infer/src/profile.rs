@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 /// Phases of a layer, in order.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "attn_norm",
     "qkv",
     "rope_kv",
@@ -15,10 +15,11 @@ pub const PHASES: [&str; 8] = [
     "attn_out",
     "ffn_norm",
     "gate_up",
+    "swiglu",
     "down",
 ];
 
-static NANOS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 static LAYERS: AtomicU64 = AtomicU64::new(0);
 
 /// Whether profiling is on (`LLMSTREAM_PROFILE` set to anything but `0` or empty).

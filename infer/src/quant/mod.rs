@@ -37,10 +37,11 @@ pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backen
 pub use error::QuantError;
 pub use matmul::{
     default_threads, dequantize_row, matmul, matmul_opts, matmul_with, matvec, matvec_opts,
-    matvec_with, parallel_chunks_mut, set_llama_cpp_repack, set_pin_threads, set_threads, threads,
-    MatOptions, QMatrix,
+    matvec_with, parallel_chunks_mut, set_llama_cpp_repack, set_pin_threads, set_pool_spin,
+    set_threads, threads, MatOptions, QMatrix,
 };
 pub use q8::{activation_bytes, quantize_activations};
+pub(crate) use simd::swiglu_fma;
 
 /// The type llama.cpp quantizes activations to before a dot product with weights of type
 /// `ty` (ggml's `vec_dot_type` on x86-64).

@@ -187,6 +187,15 @@ pub(super) unsafe fn prefetch_ahead(p: *const u8, n: usize) {
     }
 }
 
+/// [`crate::ops::swiglu_body`] with AVX2 + FMA code generation.
+///
+/// # Safety
+/// AVX2, FMA and F16C available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    crate::ops::swiglu_body(gate, up);
+}
+
 /// 32 unaligned bytes at `p`.
 ///
 /// # Safety

@@ -45,6 +45,26 @@ pub(crate) fn avx512_available() -> bool {
     }
 }
 
+/// [`crate::ops::swiglu`]'s arithmetic compiled for AVX2 + FMA (its `f32::mul_add`s become
+/// FMA instructions, the same bits as the library routine they call otherwise); `false`, with
+/// nothing done, when the CPU lacks them.
+pub(crate) fn swiglu_fma(gate: &mut [f32], up: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+            unsafe { avx2::swiglu(gate, up) };
+            return true;
+        }
+        false
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (gate, up);
+        false
+    }
+}
+
 /// The AVX2 kernel for weights of type `ty`, when the CPU supports it and one exists.
 pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
     #[cfg(target_arch = "x86_64")]
