@@ -20,6 +20,13 @@
 #   calibrate  llmstream calibrate --storage (thread sweep, CPU per type, under copies, link)
 #   r8b        8B resident decode, twice (issue 5: fraction of the copy bandwidth)
 #   r70        70B at --vram-budget 24G: --split auto, gpu, cpu (issues 5 and 8)
+#   r70t       70B at 24G, --split auto with each of FIG_HYBRID_THREADS threads (default 16 12):
+#              whether the calibrated count also suits the hybrid, where copies run beside it
+#   ab         same-call A/B of switches: programmatic dependent launch (8B resident,
+#              LLMSTREAM_PDL=0 against the default, alternated twice); the quant pool's spin
+#              before sleeping in the hybrid (70B at 24G and 8B at 2G, --split auto, the
+#              engine's 5 ms against LLMSTREAM_POOL_SPIN_US=200); with FIG_HOP_AB=1 also the CPU
+#              layers' hop (LLMSTREAM_HOP=dma against the default)
 #   r70s       70B at 24G with --ram-budget 12G: >= 10 layers from storage (issue 5)
 #   r8b2g      8B at --vram-budget 2G: --split auto, gpu, cpu (issue 8)
 #   cpu        CPU decode of the 8B shape, llmstream and llama.cpp, FIG_THREADS threads (issue 8)
@@ -38,7 +45,7 @@ bin=${FIG_BIN:-$PWD/.dev/llmstream}
 dir=${FIG_DIR:-/var/tmp/ls}
 tok=${FIG_TOKENIZER:-$PWD/.dev/tok.gguf}
 threads=${FIG_THREADS:-14}
-steps=${FIG_STEPS:-env synth bench calibrate r8b r70 r70s r8b2g cpu tests}
+steps=${FIG_STEPS:-env synth bench calibrate r8b r70 r70t r70s r8b2g cpu tests}
 prompt="Hello world, this is"
 export LLMSTREAM_CALIBRATION=$dir/calibration.toml
 mkdir -p "$dir"
@@ -115,6 +122,28 @@ if has r70; then
   for s in auto gpu cpu; do
     LLMSTREAM_DIRECT=off record r70 "$s" run_model "$l70b" -n 16 --vram-budget 24G --split "$s"
   done
+fi
+if has r70t; then
+  for t in ${FIG_HYBRID_THREADS:-16 12}; do
+    LLMSTREAM_DIRECT=off record r70t "t$t" run_model "$l70b" -n 16 --vram-budget 24G --split auto -t "$t"
+  done
+fi
+if has ab; then
+  for i in 1 2; do
+    LLMSTREAM_DIRECT=off record ab "pdl-on-$i" run_model "$l8b" -n 128
+    LLMSTREAM_PDL=0 LLMSTREAM_DIRECT=off record ab "pdl-off-$i" run_model "$l8b" -n 128
+  done
+  for sp in default 200; do
+    v=; [ $sp = default ] || v=$sp
+    LLMSTREAM_POOL_SPIN_US=$v LLMSTREAM_DIRECT=off record ab "spin-$sp-70b" run_model "$l70b" -n 16 --vram-budget 24G --split auto
+    LLMSTREAM_POOL_SPIN_US=$v LLMSTREAM_DIRECT=off record ab "spin-$sp-8b2g" run_model "$l8b" -n 64 --vram-budget 2G --split auto
+  done
+  if [ -n "${FIG_HOP_AB:-}" ]; then
+    for h in kernel dma; do
+      LLMSTREAM_HOP=$h LLMSTREAM_DIRECT=off record ab "hop-$h-70b" run_model "$l70b" -n 16 --vram-budget 24G --split auto
+      LLMSTREAM_HOP=$h LLMSTREAM_DIRECT=off record ab "hop-$h-8b2g" run_model "$l8b" -n 64 --vram-budget 2G --split auto
+    done
+  fi
 fi
 if has r70s; then
   record r70s gpu run_model "$l70b" -n 8 --vram-budget 24G --ram-budget 12G --split gpu

@@ -10,7 +10,7 @@
 #
 # On the GPU machine (one warm machine; chain the calls, it goes back 30 s after one):
 #   1. carry [".smol/a"]:  mkdir -p /var/tmp/ls && cp .smol/a /var/tmp/ls/smol.a
-#   2. carry [".smol/b"]:  scripts/gpu/join-smol.sh          (checks the sha256)
+#   2. carry [".smol/b", ".smol/b.sha256"]:  scripts/gpu/join-smol.sh   (checks the sha256)
 #   3. carry [".dev"]:     scripts/gpu/figures.sh            (FIG_STEPS=tests for the tests only)
 # Usage: scripts/gpu/prepare.sh [--llamacpp] [--smol]
 set -euo pipefail

@@ -57,7 +57,8 @@ def decode_line(label, d):
     s = (f"  {label:6s} {tps:8.2f} tok/s  gpu {pt.get('gpu_ms_per_call', 0):.1f} ms, wait h2d "
          f"{pt.get('wait_h2d_ms_per_call', 0):.1f} ms, wait storage "
          f"{pt.get('wait_storage_ms_per_call', 0):.1f} ms, cpu layers "
-         f"{pt.get('cpu_layers_ms_per_call', 0):.1f} ms at {pt.get('cpu_layers_gbps', 0):.1f} GB/s, "
+         f"{pt.get('cpu_layers_ms_per_call', 0):.1f} ms at {pt.get('cpu_layers_gbps', 0):.1f} GB/s "
+         f"(waiting for the GPU {pt.get('cpu_layers_wait_gpu_ms_per_call', 0):.1f} ms), "
          f"bytes ram/storage/cpu {b.get('ram', 0) / 1e9:.2f}/{b.get('storage', 0) / 1e9:.2f}/"
          f"{b.get('cpu', 0) / 1e9:.2f} GB, process CPU {d.get('cpu_ms_per_token', 0):.1f} ms/token, "
          f"threads {d.get('threads')}")
@@ -84,6 +85,8 @@ if r8b:
         frac = wb * d["decode_tok_per_s"] / (d2d * 1e9) if (wb and d2d) else None
         p(decode_line(label, d) + (f"\n         {wb / 1e9:.2f} GB/token: {frac:.2f} of the copy bandwidth" if frac else ""))
 for step, title in [("r70", "70B shape, --vram-budget 24G (issue 8: auto >= 5.0 tok/s and >= 0.85 of the split bound; issue 5: gpu >= 0.8 of the link bound)"),
+                    ("ab", "A/B in the same call: LLMSTREAM_PDL=0 (8B resident), LLMSTREAM_HOP=dma (hybrid)"),
+                    ("r70t", "70B shape, --vram-budget 24G, --split auto with other thread counts"),
                     ("r70s", "70B shape, 24G, --ram-budget 12G (issue 5: >= 10 storage layers, ratio to the storage bound)"),
                     ("r8b2g", "8B shape, --vram-budget 2G (issue 8)")]:
     rs = all_of(step)
