@@ -772,15 +772,6 @@ impl GpuEngine {
             }
         };
         if let (true, Some(li)) = (wants_cpu, probe_layer) {
-            let m = self.maps[li];
-            let by_type: Vec<(GgmlType, u64)> = [m.wq, m.wk, m.wv, m.wo, m.gate, m.up, m.down]
-                .iter()
-                .map(|t| (t.ty, t.bytes as u64))
-                .collect();
-            let cached = self
-                .calibration
-                .as_ref()
-                .and_then(|c| Some(c.cpu_layer_bps(&by_type)? * c.cpu_under_copies.unwrap_or(1.0)));
             // The split follows what the CPU does on this model's own layers, measured now
             // under copies: the calibration's per-type rates come from large matrices back to
             // back and overstate a whole layer (its small products, norms, attention and
@@ -799,6 +790,19 @@ impl GpuEngine {
                     bytes += self.model.layer_bytes(i)?;
                 }
             }
+            // the cache's estimate over the same layers' matrices
+            let by_type: Vec<(GgmlType, u64)> = which
+                .iter()
+                .flat_map(|&i| {
+                    let m = self.maps[i];
+                    [m.wq, m.wk, m.wv, m.wo, m.gate, m.up, m.down]
+                })
+                .map(|t| (t.ty, t.bytes as u64))
+                .collect();
+            let cached = self
+                .calibration
+                .as_ref()
+                .and_then(|c| Some(c.cpu_layer_bps(&by_type)? * c.cpu_under_copies.unwrap_or(1.0)));
             self.cpu_calibrated_bps = cached;
             self.rates.cpu_bps = match (
                 cpu_rate_under_copies(&self.gpu, &self.ctx, &self.model, &self.hp, &which),

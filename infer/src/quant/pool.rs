@@ -24,17 +24,25 @@ static SPIN_US: AtomicU64 = AtomicU64::new(200);
 /// How long idle workers spin before they sleep: 200 µs by default; the GPU engine's hybrid
 /// split, whose CPU layers come a GPU segment (about a millisecond) apart, keeps them awake
 /// longer so that each CPU layer does not start by waking every worker.
-/// `LLMSTREAM_POOL_SPIN_US` overrides both.
+/// `LLMSTREAM_POOL_SPIN_US` overrides both ([`spin`]).
 pub(crate) fn set_spin(d: Duration) {
-    let us = std::env::var("LLMSTREAM_POOL_SPIN_US")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-    SPIN_US.store(us.min(1_000_000), Ordering::Relaxed);
+    SPIN_US.store(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
 }
 
+/// The spin before sleeping: `LLMSTREAM_POOL_SPIN_US` when set to a number, else
+/// [`set_spin`]'s; at most a second.
 fn spin() -> Duration {
-    Duration::from_micros(SPIN_US.load(Ordering::Relaxed))
+    static FROM_ENV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let env = *FROM_ENV.get_or_init(|| {
+        std::env::var("LLMSTREAM_POOL_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    let us = env.unwrap_or_else(|| SPIN_US.load(Ordering::Relaxed));
+    Duration::from_micros(us.min(1_000_000))
 }
 /// Spins of a waiting thread before it yields its core between checks (some tens of
 /// microseconds: a PAUSE takes 10-140 cycles depending on the core). A thread that spins on

@@ -75,6 +75,9 @@ pub(crate) unsafe fn launch(
     Ok(())
 }
 
+/// Most kernel parameters [`launch_pdl`] passes (the decode kernels take at most 13).
+const MAX_ARGS: usize = 16;
+
 /// `cuLaunchKernelEx` with programmatic stream serialization allowed.
 ///
 /// # Safety
@@ -86,21 +89,28 @@ unsafe fn launch_pdl(
     block: u32,
     args: &[Arg],
 ) -> Result<()> {
-    // each argument's value in its C type, then a pointer to each (what the driver reads)
-    let mut words: Vec<u64> = args
-        .iter()
-        .map(|a| match *a {
+    // each argument's value in its C type, then a pointer to each (what the driver reads); on
+    // the stack, as this runs for every kernel of a decode layer
+    if args.len() > MAX_ARGS {
+        return Err(GpuError::Invalid {
+            kernel: "cuLaunchKernelEx",
+            why: format!("{} arguments, at most {MAX_ARGS}", args.len()),
+        });
+    }
+    let mut words = [0u64; MAX_ARGS];
+    for (w, a) in words.iter_mut().zip(args) {
+        *w = match *a {
             Arg::Ptr(v) | Arg::U64(v) => v,
             Arg::I32(v) => u64::from(u32::from_ne_bytes(v.to_ne_bytes())),
             Arg::U32(v) => u64::from(v),
             Arg::F32(v) => u64::from(v.to_bits()),
-        })
-        .collect();
+        };
+    }
     // little-endian: a 4-byte argument is the low half of its word, at the word's address
-    let mut params: Vec<*mut c_void> = words
-        .iter_mut()
-        .map(|w| std::ptr::from_mut(w).cast::<c_void>())
-        .collect();
+    let mut params = [std::ptr::null_mut::<c_void>(); MAX_ARGS];
+    for (p, w) in params.iter_mut().zip(words.iter_mut()) {
+        *p = std::ptr::from_mut(w).cast::<c_void>();
+    }
     // SAFETY: an all-zero attribute is valid plain data (id 0, zero value); its id and the
     // one value field the id selects are set next.
     let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -187,6 +197,15 @@ mod tests {
                 .find("__global__")
                 .map_or(src.len(), |p| at + 10 + p);
             let body = &src[at..body_end];
+            // its parameter list, between `name(` and the `)` before the body, fits launch_pdl
+            let sig = &body[..body.find('{').unwrap_or(body.len())];
+            let params = &sig[sig.find(&call[1..]).map_or(0, |p| p + call.len() - 1)..];
+            let n_params = params.matches(',').count() + 1;
+            assert!(
+                n_params <= super::MAX_ARGS,
+                "{name}: {n_params} parameters, launch_pdl passes at most {}",
+                super::MAX_ARGS
+            );
             assert!(
                 body.contains("pdl_wait();"),
                 "{name} never calls pdl_wait()"
