@@ -5,29 +5,34 @@
 
 namespace fastmv {
 
-union Hdr16 {
-    uint4 v;
-    u8 b[16];
-    u16 h[8];
-};
-
-__device__ __forceinline__ void scale_min_k4(int k, const u8* q, int& sc, int& m) {
-    if (k < 4) {
-        sc = q[k] & 63;
-        m = q[k + 4] & 63;
-    } else {
-        sc = (q[k + 4] & 0xF) | ((q[k - 4] >> 6) << 4);
-        m = (q[k + 4] >> 4) | ((q[k] >> 6) << 4);
-    }
-}
-
 __device__ __forceinline__ int ld_i32(const u8* p) { return *(const int*)p; }
 
-// 8 bytes from a 2-byte aligned address (Q6_K super-blocks are 210 bytes).
+// 8 bytes from a 2-byte aligned address (Q6_K super-blocks are 210 bytes): three aligned
+// 4-byte loads and two funnel shifts (the 4 bytes after the 8 lie in the same super-block
+// wherever this is called), not four 2-byte loads.
 __device__ __forceinline__ void ld8_a2(const u8* p, u32& lo, u32& hi) {
-    const u16* h = (const u16*)p;
-    lo = (u32)__ldg(h) | ((u32)__ldg(h + 1) << 16);
-    hi = (u32)__ldg(h + 2) | ((u32)__ldg(h + 3) << 16);
+    const u64 a = (u64)p;
+    const u32* w = (const u32*)(a & ~(u64)3);
+    const u32 sh = (u32)(a & 3u) * 8u;
+    const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+    lo = __funnelshift_r(w0, w1, sh);
+    hi = __funnelshift_r(w1, w2, sh);
+}
+
+// Scale and min of sub-block k of a Q4_K super-block whose first 16 bytes are H (its 12 scale
+// bytes are H.y, H.z, H.w), from registers: a byte array indexed by the lane's sub-block
+// would live in local memory (a stack frame, a store and loads per super-block).
+__device__ __forceinline__ void scale_min_k4(unsigned k, const uint4& H, int& sc, int& m) {
+    const unsigned sh = 8u * (k & 3u);
+    const unsigned a = (H.y >> sh) & 0xFFu, b = (H.z >> sh) & 0xFFu;  // bytes k & 3, 4 + (k & 3)
+    if (k < 4) {
+        sc = (int)(a & 63u);
+        m = (int)(b & 63u);
+    } else {
+        const unsigned c = (H.w >> sh) & 0xFFu;  // byte 8 + (k & 3)
+        sc = (int)((c & 0xFu) | ((a >> 6) << 4));
+        m = (int)((c >> 4) | ((b >> 6) << 4));
+    }
 }
 
 // Q4_K weights (144-byte super-blocks), Q8_K activations (292-byte blocks). Lane l takes
@@ -41,8 +46,7 @@ __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* _
 #pragma unroll 4
     for (unsigned s = lane >> 3; s < nsb; s += 4) {
         const u8* b = wr + (size_t)s * 144u;
-        Hdr16 H;
-        H.v = __ldg((const uint4*)b);
+        const uint4 H = __ldg((const uint4*)b);
         const uint4 q = __ldg((const uint4*)(b + 16 + 32 * j + 16 * h));
         const u8* xb = x + (size_t)s * 292u;
         const float xd = __ldg((const float*)xb);
@@ -50,8 +54,8 @@ __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* _
         const u8* xc = xa + 32;
         const short* bs = (const short*)(xb + 260);
         int sc1, m1, sc2, m2;
-        scale_min_k4(2 * j, H.b + 4, sc1, m1);
-        scale_min_k4(2 * j + 1, H.b + 4, sc2, m2);
+        scale_min_k4(2 * j, H, sc1, m1);
+        scale_min_k4(2 * j + 1, H, sc2, m2);
         const unsigned qw[4] = {q.x, q.y, q.z, q.w};
         int sa = 0, sb = 0;
 #pragma unroll
@@ -60,7 +64,8 @@ __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* _
             sb = __dp4a((int)((qw[k] >> 4) & 0x0F0F0F0Fu), ld_i32(xc + 4 * k), sb);
         }
         const int mins = m1 * (int)bs[4 * j + h] + m2 * (int)bs[4 * j + 2 + h];
-        acc += xd * (h2f(H.h[0]) * (float)(sc1 * sa + sc2 * sb) - h2f(H.h[1]) * (float)mins);
+        acc += xd * (h2f((u16)(H.x & 0xFFFFu)) * (float)(sc1 * sa + sc2 * sb) -
+                     h2f((u16)(H.x >> 16)) * (float)mins);
     }
     return acc;
 }

@@ -14,7 +14,8 @@
 #
 # Steps (FIG_STEPS, space-separated, default all of them, in this order):
 #   env        machine, CPU topology, GPU, driver
-#   synth      the 8B- and 70B-shaped Q4_K_M models under $FIG_DIR (kept while the machine is)
+#   synth      the 8B- and 70B-shaped Q4_K_M models under $FIG_DIR (kept while the machine is;
+#              FIG_SYNTH="l8b" for the 8B one only)
 #   bench      pinned H2D peak and the O_DIRECT rate (llmstream bench) and the device-to-device
 #              copy rate (PyTorch, bytes read + written, as BENCHMARKS.md counts them)
 #   calibrate  llmstream calibrate --storage (thread sweep, CPU per type, under copies, link)
@@ -86,6 +87,7 @@ if has synth; then
   [ -f "$tok" ] || { say "no tokenizer source $tok"; exit 2; }
   for m in "l8b llama3.1-8b" "l70b llama3.1-70b"; do
     set -- $m
+    case " ${FIG_SYNTH:-l8b l70b} " in *" $1 "*) ;; *) continue ;; esac
     [ -f "$dir/$1.gguf" ] && continue
     say "synth $2"
     /usr/bin/time -f "synth $2: %e s" "$bin" synth --preset "$2" --tokenizer-from "$tok" \

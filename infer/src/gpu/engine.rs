@@ -1269,7 +1269,8 @@ impl GpuEngine {
     /// Whether layer `m` can take the fused decode path.
     fn fusable(&self, m: &LayerMap) -> bool {
         let hp = &self.hp;
-        let q8k = |t: &TRef| fast::supports(t.ty, t.cols);
+        // the slot is 256-byte aligned: a weight is as aligned as its offset in the layer
+        let q8k = |t: &TRef| fast::supports(t.ty, t.cols) && fast::aligned(t.ty, t.off as u64);
         self.cfg.fused
             && [m.wq, m.wk, m.wv, m.wo, m.gate, m.up, m.down]
                 .iter()

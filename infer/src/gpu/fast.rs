@@ -1,6 +1,6 @@
 //! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
-//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row, 16-byte (`Q4_K`) or 2-byte
-//! (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the engine
+//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row, 16-byte (`Q4_K`) or aligned
+//! 4-byte (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the engine
 //! uses per layer: up to three products with the same activations in one launch (Q, K, V),
 //! products added to the residual stream, and gate/up products with SwiGLU in one launch.
 //! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
@@ -33,6 +33,17 @@ fn code(ty: GgmlType) -> Option<(u32, usize)> {
         GgmlType::Q4_K => Some((0, 144)),
         GgmlType::Q6_K => Some((1, 210)),
         _ => None,
+    }
+}
+
+/// Whether weights of `ty` at `addr` are aligned for the fast kernels: 16 bytes for `Q4_K`
+/// (16-byte loads), 4 for `Q6_K` (aligned 4-byte loads, which stay inside the matrix when it
+/// starts on a 4-byte boundary: a super-block starts 0 or 2 bytes past one).
+pub(crate) fn aligned(ty: GgmlType, addr: u64) -> bool {
+    match code(ty) {
+        Some((0, _)) => addr % 16 == 0,
+        Some(_) => addr % 4 == 0,
+        None => false,
     }
 }
 
@@ -75,7 +86,9 @@ fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
     }
     p.w.need(kernel, "weights", p.rows * (cols / 256) * block)?;
     p.y.need(kernel, "output", p.rows * 4)?;
-    let align = if c == 0 { 16 } else { 2 };
+    // Q4_K: 16-byte loads; Q6_K: aligned 4-byte loads, which stay inside the matrix when it
+    // starts on a 4-byte boundary (a super-block starts 0 or 2 bytes past one)
+    let align = if c == 0 { 16 } else { 4 };
     if p.w.ptr() % align != 0 || p.y.ptr() % 4 != 0 {
         return Err(invalid(kernel, "misaligned span"));
     }
@@ -220,7 +233,7 @@ pub(crate) fn try_matvec_n1(
     xq: DevSpan,
     y: DevSpan,
 ) -> Result<bool> {
-    if !supports(wty, cols) {
+    if !supports(wty, cols) || !aligned(wty, w.ptr()) {
         return Ok(false);
     }
     let p = Product {
