@@ -4,10 +4,9 @@
 //! uses per layer: up to three products with the same activations in one launch (Q, K, V),
 //! products added to the residual stream, and gate/up products with SwiGLU in one launch.
 //! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
-//! `LLMSTREAM_FAST_MV=0`. Measured with `scripts/gpu/matvec_variants.cu` on an H100 (same
-//! run): `Q4_K` 14336 x 4096 (31.5 MiB) in 20.4 us against 14.4 us for a plain read kernel over
-//! 33 MiB; `Q6_K` 14336 x 4096 at 61-62% of the copy bandwidth (the general kernel 56-57%). The
-//! variants that lost to one warp per row are in that file.
+//! `LLMSTREAM_FAST_MV=0`. Per-kernel times (`scripts/gpu/kernel-times.sh`) and the variants
+//! measured against one warp per row (shared-memory streaming by bulk copies, restaged
+//! activations, batched loads, other splits): docs/gpu-inference.md.
 
 use super::mem::DevSpan;
 use super::ops::launch::{invalid, launch, Arg};
