@@ -1,7 +1,7 @@
 //! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
 //! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row, 16-byte (`Q4_K`) or aligned
-//! 4-byte (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the engine
-//! uses per layer: up to three products with the same activations in one launch (Q, K, V),
+//! 4-byte (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the
+//! engine uses per layer: up to three products with the same activations in one launch (Q, K, V),
 //! products added to the residual stream, and gate/up products with SwiGLU in one launch.
 //! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
 //! `LLMSTREAM_FAST_MV=0`. Per-kernel times (`scripts/gpu/kernel-times.sh`) and the variants
@@ -85,10 +85,7 @@ fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
     }
     p.w.need(kernel, "weights", p.rows * (cols / 256) * block)?;
     p.y.need(kernel, "output", p.rows * 4)?;
-    // Q4_K: 16-byte loads; Q6_K: aligned 4-byte loads, which stay inside the matrix when it
-    // starts on a 4-byte boundary (a super-block starts 0 or 2 bytes past one)
-    let align = if c == 0 { 16 } else { 4 };
-    if p.w.ptr() % align != 0 || p.y.ptr() % 4 != 0 {
+    if !aligned(p.ty, p.w.ptr()) || p.y.ptr() % 4 != 0 {
         return Err(invalid(kernel, "misaligned span"));
     }
     u32::try_from(p.rows).map_err(|_| invalid(kernel, format!("{} rows", p.rows)))?;
