@@ -2,7 +2,7 @@
 # Per-kernel GPU time of decode steps, grouped by kernel and grid (Nsight Compute: each kernel
 # alone, so no overlap between kernels): where a token's time goes, and the DRAM rate of each.
 # Usage (GPU machine, after figures.sh's synth): scripts/gpu/kernel-times.sh MODEL LABEL [run
-# flags...]; env vars pass through (LLMSTREAM_STREAM_MV=0 ...). Writes $OUT/kt-LABEL.txt.
+# flags...]; env vars pass through (LLMSTREAM_PDL=0 ...). Writes $OUT/kt-LABEL.txt.
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${OUT:-$PWD/figures-out}
@@ -16,7 +16,7 @@ ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   --launch-skip "${KT_SKIP:-3000}" --launch-count "${KT_COUNT:-720}" \
   .dev/llmstream run -m "$model" -p "Hello world, this is" --temp 0 --backend cuda -n 24 "$@" \
   >"$out/kt-$label.csv" 2>"$out/kt-$label.err"
-python3 - "$out/kt-$label.csv" "${KT_COUNT:-720}" >"$out/kt-$label.txt" <<'PY'
+python3 - "$out/kt-$label.csv" >"$out/kt-$label.txt" <<'PY'
 import csv, sys, collections
 lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
 rows = list(csv.DictReader(lines))

@@ -443,6 +443,8 @@ pub struct GpuEngine {
     host_x: Vec<f32>,
     /// The page-locked buffer the hidden state hops through to and from CPU layers.
     hop: Option<Hop>,
+    /// Held while there are CPU layers: the quant pool's workers spin longer before sleeping.
+    pool_spin: Option<quant::LongSpin>,
     /// The rates that chose the split (`cpu_bps` 0 when the CPU was not needed): the GPU's
     /// layer rate and the CPU's over this model's layers under copies, measured at load; the
     /// link's from the calibration cache when it holds for this machine, else probed at load.
@@ -723,6 +725,7 @@ impl GpuEngine {
             cpu: None,
             host_x: Vec::new(),
             hop: None,
+            pool_spin: None,
             rates: Rates {
                 cpu_bps: 0.0,
                 h2d_bps,
@@ -830,8 +833,9 @@ impl GpuEngine {
             .collect();
         if !cpu_list.is_empty() {
             // between CPU layers the host waits for a GPU segment (about a millisecond): the
-            // pool's workers stay awake across it instead of being woken for every CPU layer
-            quant::set_pool_spin(std::time::Duration::from_millis(5));
+            // pool's workers stay awake across it, for as long as this engine lives, instead of
+            // being woken for every CPU layer
+            self.pool_spin = Some(quant::hold_long_pool_spin());
             self.cpu = Some(CpuLayers::load(
                 &self.ctx,
                 &self.model,

@@ -150,10 +150,10 @@ pub fn set_threads(n: usize) -> Result<(), QuantError> {
     Ok(())
 }
 
-/// How long the pool's idle workers spin before they sleep (see the pool: 200 µs unless
-/// set; `LLMSTREAM_POOL_SPIN_US` overrides).
-pub fn set_pool_spin(d: std::time::Duration) {
-    super::pool::set_spin(d);
+/// Keep the pool's idle workers spinning 5 ms before they sleep (200 µs otherwise) for as long
+/// as the returned guard lives (`LLMSTREAM_POOL_SPIN_US` overrides both).
+pub fn hold_long_pool_spin() -> super::pool::LongSpin {
+    super::pool::LongSpin::hold()
 }
 
 /// `f(i, chunk_i)` for every `chunk`-sized piece of `data` on the quant pool (the calling

@@ -36,10 +36,11 @@ pub use dequant::dequantize;
 pub use dot::{kernel_for, llama_cpp_repacks, llama_cpp_tinyblas, vec_dot, Backend, Path};
 pub use error::QuantError;
 pub use matmul::{
-    default_threads, dequantize_row, matmul, matmul_opts, matmul_with, matvec, matvec_opts,
-    matvec_with, parallel_chunks_mut, set_llama_cpp_repack, set_pin_threads, set_pool_spin,
+    default_threads, dequantize_row, hold_long_pool_spin, matmul, matmul_opts, matmul_with, matvec,
+    matvec_opts, matvec_with, parallel_chunks_mut, set_llama_cpp_repack, set_pin_threads,
     set_threads, threads, MatOptions, QMatrix,
 };
+pub use pool::LongSpin;
 pub use q8::{activation_bytes, quantize_activations};
 pub(crate) use simd::swiglu_fma;
 

@@ -18,22 +18,35 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before it sleeps (microseconds; [`set_spin`]).
-static SPIN_US: AtomicU64 = AtomicU64::new(200);
+/// How long an idle worker spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+/// The same while a [`LongSpin`] is held.
+const LONG_SPIN: Duration = Duration::from_millis(5);
+/// Live [`LongSpin`]s.
+static LONG_SPIN_HOLDERS: AtomicUsize = AtomicUsize::new(0);
 
-/// How long idle workers spin before they sleep: 200 µs by default; the GPU engine's hybrid
-/// split, whose CPU layers come a GPU segment (about a millisecond) apart, keeps them awake
-/// longer so that each CPU layer does not start by waking every worker.
-/// `LLMSTREAM_POOL_SPIN_US` overrides both ([`spin`]).
-pub(crate) fn set_spin(d: Duration) {
-    SPIN_US.store(
-        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+/// While one is held, idle workers spin [`LONG_SPIN`] before they sleep instead of [`SPIN`]:
+/// the GPU engine's hybrid split holds one, as its CPU layers come a GPU segment (about a
+/// millisecond) apart and each would otherwise start by waking every worker. Dropping the last
+/// one restores the short spin, so a later CPU-only user of the pool does not keep cores busy.
+#[derive(Debug)]
+pub struct LongSpin(());
+
+impl LongSpin {
+    pub(crate) fn hold() -> Self {
+        LONG_SPIN_HOLDERS.fetch_add(1, Ordering::Relaxed);
+        LongSpin(())
+    }
 }
 
-/// The spin before sleeping: `LLMSTREAM_POOL_SPIN_US` when set to a number, else
-/// [`set_spin`]'s; at most a second.
+impl Drop for LongSpin {
+    fn drop(&mut self) {
+        LONG_SPIN_HOLDERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The spin before sleeping: `LLMSTREAM_POOL_SPIN_US` when set to a number (at most a
+/// second), else [`LONG_SPIN`] while a [`LongSpin`] is held, else [`SPIN`].
 fn spin() -> Duration {
     static FROM_ENV: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     let env = *FROM_ENV.get_or_init(|| {
@@ -41,8 +54,11 @@ fn spin() -> Duration {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
     });
-    let us = env.unwrap_or_else(|| SPIN_US.load(Ordering::Relaxed));
-    Duration::from_micros(us.min(1_000_000))
+    match env {
+        Some(us) => Duration::from_micros(us.min(1_000_000)),
+        None if LONG_SPIN_HOLDERS.load(Ordering::Relaxed) > 0 => LONG_SPIN,
+        None => SPIN,
+    }
 }
 /// Spins of a waiting thread before it yields its core between checks (some tens of
 /// microseconds: a PAUSE takes 10-140 cycles depending on the core). A thread that spins on
@@ -339,6 +355,24 @@ mod affinity {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    /// The long spin lasts exactly as long as a guard lives (no engine left holding it for
+    /// later users of the pool).
+    #[test]
+    fn long_spin_lasts_while_a_guard_is_held() {
+        if std::env::var_os("LLMSTREAM_POOL_SPIN_US").is_some() {
+            eprintln!("skipped: LLMSTREAM_POOL_SPIN_US overrides the spin");
+            return;
+        }
+        assert_eq!(spin(), SPIN);
+        let a = LongSpin::hold();
+        let b = LongSpin::hold();
+        assert_eq!(spin(), LONG_SPIN);
+        drop(a);
+        assert_eq!(spin(), LONG_SPIN);
+        drop(b);
+        assert_eq!(spin(), SPIN);
+    }
 
     #[test]
     fn runs_every_task_once_across_many_jobs_and_sleeps() {
