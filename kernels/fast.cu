@@ -35,35 +35,86 @@ __device__ __forceinline__ void scale_min_k4(unsigned k, const uint4& H, int& sc
     }
 }
 
-// Q4_K weights (144-byte super-blocks), Q8_K activations (292-byte blocks). Lane l takes
-// super-block s = 4i + l/8, and in it the 16 bytes qs[32j + 16h ..] (j = (l%8)/2, h = l%2):
-// 16 weights of sub-block 2j (low nibbles) and 16 of sub-block 2j+1 (high nibbles). Returns
-// the lane's partial sum (the caller reduces the warp).
+// The Q8_K activation blocks the kernels read: the CPU's 292 bytes (quants at 4, 4-byte
+// aligned; block sums at 260) or the decode layout's 304 (quants at 16, 16-byte aligned; sums
+// at 272), lsq::q8k_block. The arithmetic is the same for both: only the loads differ.
+template <bool X16>
+struct XL {
+    static constexpr unsigned BS = X16 ? 304u : 292u, Q = X16 ? 16u : 4u;
+};
+// 16 activation quants at p (16-byte aligned with X16, else 4).
+template <bool X16>
+__device__ __forceinline__ uint4 ld_x16(const u8* p) {
+    if (X16) return __ldg((const uint4*)p);
+    const u32* w = (const u32*)p;
+    uint4 r;
+    r.x = __ldg(w);
+    r.y = __ldg(w + 1);
+    r.z = __ldg(w + 2);
+    r.w = __ldg(w + 3);
+    return r;
+}
+// 16 bytes from a 2-byte aligned address: five aligned 4-byte loads and four funnel shifts
+// (the 4 bytes after the 16 lie in the same super-block wherever this is called).
+__device__ __forceinline__ uint4 ld16_a2(const u8* p) {
+    const u64 a = (u64)p;
+    const u32* w = (const u32*)(a & ~(u64)3);
+    const u32 sh = (u32)(a & 3u) * 8u;
+    const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2), w3 = __ldg(w + 3),
+              w4 = __ldg(w + 4);
+    uint4 r;
+    r.x = __funnelshift_r(w0, w1, sh);
+    r.y = __funnelshift_r(w1, w2, sh);
+    r.z = __funnelshift_r(w2, w3, sh);
+    r.w = __funnelshift_r(w3, w4, sh);
+    return r;
+}
+__device__ __forceinline__ int dot4x4(uint4 q, uint4 x, int acc) {
+    acc = __dp4a((int)q.x, (int)x.x, acc);
+    acc = __dp4a((int)q.y, (int)x.y, acc);
+    acc = __dp4a((int)q.z, (int)x.z, acc);
+    return __dp4a((int)q.w, (int)x.w, acc);
+}
+__device__ __forceinline__ uint4 and4(uint4 v, u32 m) {
+    v.x &= m, v.y &= m, v.z &= m, v.w &= m;
+    return v;
+}
+__device__ __forceinline__ uint4 shr4(uint4 v, u32 s) {
+    v.x >>= s, v.y >>= s, v.z >>= s, v.w >>= s;
+    return v;
+}
+
+// Q4_K weights (144-byte super-blocks). Four lanes per super-block: lane l takes super-block
+// s = 8i + l/4 and in it sub-blocks 2j and 2j+1 (j = l%4): the 32 bytes qs[32j ..] (low
+// nibbles: sub-block 2j, high: 2j+1) against activation quants 64j .. 64j + 64. Returns the
+// lane's partial sum (the caller reduces the warp).
+template <bool X16>
 __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* __restrict__ x,
                                           unsigned nsb, unsigned lane) {
-    const unsigned t = lane & 7, j = t >> 1, h = t & 1;
+    const unsigned j = lane & 3;
     float acc = 0.f;
-#pragma unroll 4
-    for (unsigned s = lane >> 3; s < nsb; s += 4) {
+#pragma unroll 2
+    for (unsigned s = lane >> 2; s < nsb; s += 8) {
         const u8* b = wr + (size_t)s * 144u;
         const uint4 H = __ldg((const uint4*)b);
-        const uint4 q = __ldg((const uint4*)(b + 16 + 32 * j + 16 * h));
-        const u8* xb = x + (size_t)s * 292u;
+        const uint4 q0 = __ldg((const uint4*)(b + 16 + 32 * j));
+        const uint4 q1 = __ldg((const uint4*)(b + 32 + 32 * j));
+        const u8* xb = x + (size_t)s * XL<X16>::BS;
         const float xd = __ldg((const float*)xb);
-        const u8* xa = xb + 4 + 64 * j + 16 * h;
-        const u8* xc = xa + 32;
-        const short* bs = (const short*)(xb + 260);
+        const u8* xa = xb + XL<X16>::Q + 64 * j;
+        const uint4 a0 = ld_x16<X16>(xa), a1 = ld_x16<X16>(xa + 16);
+        const uint4 c0 = ld_x16<X16>(xa + 32), c1 = ld_x16<X16>(xa + 48);
+        const u32* bsp = (const u32*)(xb + XL<X16>::Q + 256 + 8 * j);  // block sums 4j .. 4j+4
+        const u32 b01 = __ldg(bsp), b23 = __ldg(bsp + 1);
         int sc1, m1, sc2, m2;
         scale_min_k4(2 * j, H, sc1, m1);
         scale_min_k4(2 * j + 1, H, sc2, m2);
-        const unsigned qw[4] = {q.x, q.y, q.z, q.w};
-        int sa = 0, sb = 0;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            sa = __dp4a((int)(qw[k] & 0x0F0F0F0Fu), ld_i32(xa + 4 * k), sa);
-            sb = __dp4a((int)((qw[k] >> 4) & 0x0F0F0F0Fu), ld_i32(xc + 4 * k), sb);
-        }
-        const int mins = m1 * (int)bs[4 * j + h] + m2 * (int)bs[4 * j + 2 + h];
+        const int sa = dot4x4(and4(q1, 0x0F0F0F0Fu), a1, dot4x4(and4(q0, 0x0F0F0F0Fu), a0, 0));
+        const int sb = dot4x4(and4(shr4(q1, 4), 0x0F0F0F0Fu), c1,
+                              dot4x4(and4(shr4(q0, 4), 0x0F0F0F0Fu), c0, 0));
+        const int s01 = (int)(short)(b01 & 0xFFFFu) + (int)(short)(b01 >> 16);
+        const int s23 = (int)(short)(b23 & 0xFFFFu) + (int)(short)(b23 >> 16);
+        const int mins = m1 * s01 + m2 * s23;
         acc += xd * (h2f((u16)(H.x & 0xFFFFu)) * (float)(sc1 * sa + sc2 * sb) -
                      h2f((u16)(H.x >> 16)) * (float)mins);
     }
@@ -71,48 +122,46 @@ __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* _
 }
 
 __device__ __forceinline__ int sub32s(u32 v) { return (int)__vsubss4(v, 0x20202020u); }
+__device__ __forceinline__ uint4 q6_quarter(uint4 ql, uint4 qh, unsigned lsh, unsigned hsh) {
+    uint4 v;
+    v.x = ((ql.x >> lsh) & 0x0f0f0f0fu) | (((qh.x >> hsh) & 0x03030303u) << 4);
+    v.y = ((ql.y >> lsh) & 0x0f0f0f0fu) | (((qh.y >> hsh) & 0x03030303u) << 4);
+    v.z = ((ql.z >> lsh) & 0x0f0f0f0fu) | (((qh.z >> hsh) & 0x03030303u) << 4);
+    v.w = ((ql.w >> lsh) & 0x0f0f0f0fu) | (((qh.w >> hsh) & 0x03030303u) << 4);
+    v.x = (u32)sub32s(v.x), v.y = (u32)sub32s(v.y), v.z = (u32)sub32s(v.z), v.w = (u32)sub32s(v.w);
+    return v;
+}
 
-// Q6_K weights (210-byte super-blocks, so 2-byte aligned loads), Q8_K activations. Lane l
-// takes super-block s = 4i + l/8, and in it half n = (l%8)/4 and positions l0 = 8((l%8)%4)
-// .. l0+8 of the four quarters: ql bytes 64n + l0 (quarters 0, 2) and 64n + 32 + l0 (1, 3),
-// qh bytes 128 + 32n + l0 (two bits per quarter), scales 192 + 8n.
+// Q6_K weights (210-byte super-blocks, so 2-byte aligned loads). Four lanes per super-block:
+// lane l takes super-block s = 8i + l/4, and in it half n = (l%4)/2 and positions
+// l0 = 16(l%2) .. l0+16 of its four quarters: ql bytes 64n + l0 (quarters 0, 2) and
+// 64n + 32 + l0 (1, 3), qh bytes 128 + 32n + l0 (two bits per quarter), scales 192 + 8n.
+template <bool X16>
 __device__ __forceinline__ float row_q6_k(const u8* __restrict__ wr, const u8* __restrict__ x,
                                           unsigned nsb, unsigned lane) {
-    const unsigned t = lane & 7, n = t >> 2, q = t & 3, l0 = 8 * q;
-    const u32 sh0 = 8u * (q >> 1), sh1 = sh0 + 16u;
+    const unsigned t = lane & 3, n = t >> 1, l0 = 16 * (t & 1);
+    const u32 sh0 = 8u * (t & 1), sh1 = sh0 + 16u;
     float acc = 0.f;
-#pragma unroll 4
-    for (unsigned s = lane >> 3; s < nsb; s += 4) {
+#pragma unroll 2
+    for (unsigned s = lane >> 2; s < nsb; s += 8) {
         const u8* P = wr + (size_t)s * 210u;
-        u32 qa[2], qb[2], qh[2], sw[2];
-        ld8_a2(P + 64 * n + l0, qa[0], qa[1]);
-        ld8_a2(P + 64 * n + 32 + l0, qb[0], qb[1]);
-        ld8_a2(P + 128 + 32 * n + l0, qh[0], qh[1]);
-        ld8_a2(P + 192 + 8 * n, sw[0], sw[1]);
+        const uint4 qa = ld16_a2(P + 64 * n + l0);
+        const uint4 qb = ld16_a2(P + 64 * n + 32 + l0);
+        const uint4 qh = ld16_a2(P + 128 + 32 * n + l0);
+        u32 sw0, sw1;
+        ld8_a2(P + 192 + 8 * n, sw0, sw1);
         const float dw = h2f(__ldg((const u16*)(P + 208)));
-        int sc[4];
-        sc[0] = (int)(signed char)(u8)(sw[0] >> sh0);
-        sc[1] = (int)(signed char)(u8)(sw[0] >> sh1);
-        sc[2] = (int)(signed char)(u8)(sw[1] >> sh0);
-        sc[3] = (int)(signed char)(u8)(sw[1] >> sh1);
-        const u8* xb = x + (size_t)s * 292u;
+        const u8* xb = x + (size_t)s * XL<X16>::BS;
         const float xd = __ldg((const float*)xb);
-        const u8* xq = xb + 4 + 128 * n + l0;
-        int isum = 0;
-#pragma unroll
-        for (int m = 0; m < 4; m++) {
-            int dot = 0;
-#pragma unroll
-            for (int i = 0; i < 2; i++) {
-                u32 v;
-                if (m == 0) v = (qa[i] & 0x0f0f0f0fu) | ((qh[i] & 0x03030303u) << 4);
-                else if (m == 1) v = (qb[i] & 0x0f0f0f0fu) | (((qh[i] >> 2) & 0x03030303u) << 4);
-                else if (m == 2) v = ((qa[i] >> 4) & 0x0f0f0f0fu) | (((qh[i] >> 4) & 0x03030303u) << 4);
-                else v = ((qb[i] >> 4) & 0x0f0f0f0fu) | (((qh[i] >> 6) & 0x03030303u) << 4);
-                dot = __dp4a(sub32s(v), ld_i32(xq + 32 * m + 4 * i), dot);
-            }
-            isum += sc[m] * dot;
-        }
+        const u8* xq = xb + XL<X16>::Q + 128 * n + l0;
+        const int d0 = dot4x4(q6_quarter(qa, qh, 0, 0), ld_x16<X16>(xq), 0);
+        const int d1 = dot4x4(q6_quarter(qb, qh, 0, 2), ld_x16<X16>(xq + 32), 0);
+        const int d2 = dot4x4(q6_quarter(qa, qh, 4, 4), ld_x16<X16>(xq + 64), 0);
+        const int d3 = dot4x4(q6_quarter(qb, qh, 4, 6), ld_x16<X16>(xq + 96), 0);
+        const int isum = (int)(signed char)(u8)(sw0 >> sh0) * d0 +
+                         (int)(signed char)(u8)(sw0 >> sh1) * d1 +
+                         (int)(signed char)(u8)(sw1 >> sh0) * d2 +
+                         (int)(signed char)(u8)(sw1 >> sh1) * d3;
         acc += xd * dw * (float)isum;
     }
     return acc;
@@ -122,10 +171,16 @@ __device__ __forceinline__ float row_q6_k(const u8* __restrict__ wr, const u8* _
 #define FAST_Q4_K 0u
 #define FAST_Q6_K 1u
 
-__device__ __forceinline__ float row_dot(u32 ty, const u8* w, unsigned row, const u8* x,
-                                         unsigned nsb, unsigned lane) {
-    if (ty == FAST_Q6_K) return row_q6_k(w + (size_t)row * nsb * 210u, x, nsb, lane);
-    return row_q4_k(w + (size_t)row * nsb * 144u, x, nsb, lane);
+template <bool X16>
+__device__ __forceinline__ float row_any(u32 ty, const u8* wr, const u8* x, unsigned nsb,
+                                         unsigned lane) {
+    return ty == FAST_Q6_K ? row_q6_k<X16>(wr, x, nsb, lane) : row_q4_k<X16>(wr, x, nsb, lane);
+}
+// A row's partial sum for activation blocks of xbs bytes (304: the decode layout, else 292).
+__device__ __forceinline__ float row_part(u32 ty, const u8* wr, const u8* x, unsigned nsb,
+                                          unsigned lane, u32 xbs) {
+    return xbs == 304u ? row_any<true>(ty, wr, x, nsb, lane)
+                       : row_any<false>(ty, wr, x, nsb, lane);
 }
 
 }  // namespace fastmv
@@ -139,7 +194,8 @@ __device__ __forceinline__ float row_dot(u32 ty, const u8* w, unsigned row, cons
 // sums are added in warp order.
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     fast_mv(const u8* __restrict__ x, u32 nsb, const u8* w0, float* y0, u32 rows0, const u8* w1,
-            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 split) {
+            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 split,
+            u32 xbs) {
     __shared__ float part[FAST_WARPS];
     const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     unsigned row = blockIdx.x * (FAST_WARPS / split) + wid / split;
@@ -165,9 +221,7 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     pdl_wait();
     pdl_launch();
     if (seg < 3) {
-        const u8* xr = x + (size_t)s0 * 292u;
-        acc = warp_sum(ty == FAST_Q6_K ? fastmv::row_q6_k(wr, xr, s1 - s0, lane)
-                                       : fastmv::row_q4_k(wr, xr, s1 - s0, lane));
+        acc = warp_sum(fastmv::row_part(ty, wr, x + (size_t)s0 * xbs, s1 - s0, lane, xbs));
     }
     if (split > 1) {
         if (lane == 0) part[wid] = acc;
@@ -182,7 +236,7 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
 // (the arithmetic of ops_swiglu). Warps 0..3 of a block take gate rows, 4..7 the same up rows.
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     fast_gate_up(const u8* __restrict__ x, u32 nsb, const u8* wg, const u8* wu, u32 rows,
-                 u32 flags, float* out) {
+                 u32 flags, float* out, u32 xbs) {
     __shared__ float part[FAST_WARPS];
     const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const unsigned half = FAST_WARPS / 2;
@@ -196,7 +250,9 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     pdl_wait();
     pdl_launch();
     if (row < rows) {
-        const float acc = warp_sum(fastmv::row_dot(ty, up ? wu : wg, row, x, nsb, lane));
+        const u64 bs = ty == FAST_Q6_K ? 210u : 144u;
+        const u8* wr = (up ? wu : wg) + (u64)row * nsb * bs;
+        const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs));
         if (lane == 0) part[wid] = acc;
     }
     __syncthreads();

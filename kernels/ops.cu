@@ -112,10 +112,12 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 
 // RMSNorm (the same bits as ops_rms_norm) fused with the Q8_K quantization of the result (as
 // quant_act_q8_k): block (b, r) computes the scale of row r, normalises elements
-// 256b .. 256b + 256 and quantizes them into block b of row r of xq (n / 256 blocks of 292
-// bytes per row); n a multiple of 256.
+// 256b .. 256b + 256 and quantizes them into block b of row r of xq (n / 256 blocks of xbs
+// bytes per row: 292, the CPU's layout, or 304, the decode kernels' (lsq::q8k_block)); n a
+// multiple of 256.
 extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
-    ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps) {
+    ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps,
+                     u32 xbs) {
     pdl_wait();  // programmatic dependent launch (common.cuh)
     pdl_launch();
     const float* xr = x + (u64)blockIdx.y * n;
@@ -125,8 +127,8 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
     __syncthreads();  // the block's writes of orow are visible to the whole block
     if (threadIdx.x < 32) {
-        u8* qrow = xq + (u64)blockIdx.y * (u64)(n / 256) * 292ull;
-        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + 292 * blockIdx.x, threadIdx.x);
+        u8* qrow = xq + (u64)blockIdx.y * (u64)(n / 256) * xbs;
+        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + xbs * blockIdx.x, threadIdx.x, xbs - 288u);
     }
 }
 
@@ -321,9 +323,19 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
         float acc[OP_ATT_GMAX];
 #pragma unroll
         for (int j = 0; j < OP_ATT_GMAX; ++j) acc[j] = 0.0f;
-        for (int d8 = l8; live && d8 < hd / 8; d8 += 8) {
+        // the lane's (at most OP_ATT_HDMAX / 64) slices are all asked for before any is used
+        uint4 kw[OP_ATT_HDMAX / 64];
+#pragma unroll
+        for (int u = 0; u < OP_ATT_HDMAX / 64; ++u) {
+            const int d8 = l8 + 8 * u;
+            if (live && d8 < hd / 8) kw[u] = __ldg(kr + d8);
+        }
+#pragma unroll
+        for (int u = 0; u < OP_ATT_HDMAX / 64; ++u) {
+            const int d8 = l8 + 8 * u;
+            if (!live || d8 >= hd / 8) break;
             float kf[8];
-            op_unpack8(__ldg(kr + d8), kf);
+            op_unpack8(kw[u], kf);
 #pragma unroll
             for (int j = 0; j < OP_ATT_GMAX; ++j) {
                 if (j < ng) {
@@ -379,12 +391,23 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
         float acc[OP_ATT_GMAX];
 #pragma unroll
         for (int j = 0; j < OP_ATT_GMAX; ++j) acc[j] = 0.0f;
-#pragma unroll 8
-        for (int tt = pg; tt < nt; tt += pgs) {
-            const float v = h2f(vbase[(u64)tt * kvw + d]);
+        // positions in groups of 8: the group's V loads are all in flight before its products
+        // (which still go in position order)
+        for (int t0 = pg; t0 < nt; t0 += 8 * pgs) {
+            float vv[8];
 #pragma unroll
-            for (int j = 0; j < OP_ATT_GMAX; ++j)
-                if (j < ng) acc[j] = fmaf(sc[j][tt], v, acc[j]);
+            for (int u = 0; u < 8; ++u) {
+                const int tt = t0 + u * pgs;
+                vv[u] = tt < nt ? h2f(__ldg(vbase + (u64)tt * kvw + d)) : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const int tt = t0 + u * pgs;
+                if (tt >= nt) break;
+#pragma unroll
+                for (int j = 0; j < OP_ATT_GMAX; ++j)
+                    if (j < ng) acc[j] = fmaf(sc[j][tt], vv[u], acc[j]);
+            }
         }
         if (pgs == 1) {
 #pragma unroll
@@ -432,6 +455,7 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     float* orow = out + ((u64)tok * n_head + h) * hd;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float s = 0.0f;
+#pragma unroll 4
         for (int c = 0; c < nc; ++c) s += acc[(u64)c * hd + d] * expf(ml[2 * c] - m);
         orow[d] = s * inv;
     }

@@ -824,9 +824,11 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 
 namespace lsq {
-// ggml's quantize_row_q8_K_ref of the 256 floats at xb into the 292-byte block o, by one warp
-// (lane l holding elements 32k + l).
-__device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
+// ggml's quantize_row_q8_K_ref of the 256 floats at xb into the block o, by one warp (lane l
+// holding elements 32k + l). Layout: the 292-byte block of the CPU (qo = 4: f32 d, 256 quants,
+// 16 i16 block sums), or with qo = 16 the decode kernels' 304-byte block (d, 12 zero bytes,
+// then the same), whose quants are 16-byte aligned.
+__device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane, u32 qo = 4u) {
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; k++) v[k] = xb[32u * k + lane];
@@ -855,7 +857,7 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
     }
     LSQ_ALIGNED(o, 4);
     if (!(ba > 0.0f)) {
-        for (u32 i = lane; i < 292u; i += 32u) o[i] = 0;
+        for (u32 i = lane; i < qo + 288u; i += 32u) o[i] = 0;
         return;
     }
     const float iscale = lsq::xdiv(-127.0f, bv);
@@ -868,7 +870,7 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
         int n = (int)(t & 0x007fffffu) - 0x00400000;
         n = n < 127 ? n : 127;
         const u8 byte = (u8)(n & 0xff);
-        o[4u + 32u * k + lane] = byte;
+        o[qo + 32u * k + lane] = byte;
         q[k] = (int)(signed char)byte;
     }
     // bsums: group 2k is lanes 0..15 of row k, group 2k + 1 lanes 16..31
@@ -877,9 +879,11 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane) {
         int s = q[k];
 #pragma unroll
         for (int off = 8; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if ((lane & 15u) == 0u) *(u16*)(o + 260u + 2u * (2u * k + (lane >> 4))) = (u16)(s & 0xffff);
+        if ((lane & 15u) == 0u)
+            *(u16*)(o + qo + 256u + 2u * (2u * k + (lane >> 4))) = (u16)(s & 0xffff);
     }
     if (lane == 0u) *(float*)o = lsq::xdiv(1.0f, iscale);
+    if (qo == 16u && lane >= 4u && lane < 16u) o[lane] = 0;
 }
 }  // namespace lsq
 
@@ -892,6 +896,17 @@ extern "C" __global__ void __launch_bounds__(256)
     for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
          b += gridDim.x * 8ull)
         lsq::q8k_block(x + b * 256ull, out + b * 292ull, lane);
+}
+
+// The same into the decode kernels' 304-byte blocks (q8k_block with qo = 16).
+extern "C" __global__ void __launch_bounds__(256)
+    quant_act_q8_k16(const float* x, u8* out, unsigned long long nblk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
+    const u32 lane = threadIdx.x & 31u;
+    for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
+         b += gridDim.x * 8ull)
+        lsq::q8k_block(x + b * 256ull, out + b * 304ull, lane, 16u);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

@@ -3,6 +3,8 @@
 # alone, so no overlap between kernels): where a token's time goes, and the DRAM rate of each.
 # Usage (GPU machine, after figures.sh's synth): scripts/gpu/kernel-times.sh MODEL LABEL [run
 # flags...]; env vars pass through (LLMSTREAM_PDL=0 ...). Writes $OUT/kt-LABEL.txt.
+# KT_NCU_FLAGS adds Nsight flags: "--clock-control none" for the boost clocks decode runs at
+# (Nsight locks the base clock by default), "--cache-control none" to keep L2 between kernels.
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=${OUT:-$PWD/figures-out}
@@ -12,7 +14,7 @@ shift 2
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 [ -x "$ncu" ] || { echo "no ncu" | tee "$out/kt-$label.txt"; exit 0; }
 # a token is ~360 launches on the 8B shape: skip loading, the prompt and the first tokens
-"$ncu" --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+"$ncu" --csv ${KT_NCU_FLAGS:-} --metrics gpu__time_duration.sum,dram__bytes_read.sum \
   --launch-skip "${KT_SKIP:-3000}" --launch-count "${KT_COUNT:-720}" \
   .dev/llmstream run -m "$model" -p "Hello world, this is" --temp 0 --backend cuda -n 24 "$@" \
   >"$out/kt-$label.csv" 2>"$out/kt-$label.err"

@@ -536,7 +536,8 @@ impl GpuEngine {
             .iter()
             .map(|&t| gq::activation_row_bytes(t, max_cols).unwrap_or(f32_bytes(max_cols)))
             .max()
-            .unwrap_or(f32_bytes(max_cols));
+            .unwrap_or(f32_bytes(max_cols))
+            .max(max_cols.div_ceil(256) * fast::XBS_DECODE);
         let ws_bytes = gops::attention_workspace_bytes(nb, n_ctx, hp.n_head, hp.head_dim);
         let act_bytes = f32_bytes(nb * (2 * d + qd + 2 * kvd + qd + d + 2 * hp.n_ff))
             + xq_bytes
@@ -1314,7 +1315,7 @@ impl GpuEngine {
             x,
             w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
             h,
-            xq,
+            (xq, fast::XBS_DECODE),
             1,
             d,
             hp.rms_eps,
@@ -1333,7 +1334,7 @@ impl GpuEngine {
             prod(m.wk, k, false)?,
             prod(m.wv, v, false)?,
         ];
-        fast::matvecs(&self.gpu, xq, d, &qkv)?;
+        fast::matvecs(&self.gpu, xq, fast::XBS_DECODE, d, &qkv)?;
         for (b, y, width) in [
             (m.bq, q, m.wq.rows),
             (m.bk, k, m.wk.rows),
@@ -1370,15 +1371,21 @@ impl GpuEngine {
             hd,
             scale,
         )?;
-        self.quantize(att, m.wo.ty, m.wo.cols, 1)?;
-        fast::matvecs(&self.gpu, xq, m.wo.cols, &[prod(m.wo, x, true)?])?;
+        fast::quantize_decode(&self.gpu, att.sub(0, f32_bytes(m.wo.cols))?, m.wo.cols, xq)?;
+        fast::matvecs(
+            &self.gpu,
+            xq,
+            fast::XBS_DECODE,
+            m.wo.cols,
+            &[prod(m.wo, x, true)?],
+        )?;
         self.memo = None;
         gops::rms_norm_q8k(
             &self.gpu,
             x,
             w.sub(m.ffn_norm.off, m.ffn_norm.bytes)?,
             h,
-            xq,
+            (xq, fast::XBS_DECODE),
             1,
             d,
             hp.rms_eps,
@@ -1386,14 +1393,26 @@ impl GpuEngine {
         fast::gate_up(
             &self.gpu,
             xq,
+            fast::XBS_DECODE,
             d,
             (m.gate.ty, w.sub(m.gate.off, m.gate.bytes)?),
             (m.up.ty, w.sub(m.up.off, m.up.bytes)?),
             m.gate.rows,
             g.sub(0, f32_bytes(m.gate.rows))?,
         )?;
-        self.quantize(g, m.down.ty, m.down.cols, 1)?;
-        fast::matvecs(&self.gpu, xq, m.down.cols, &[prod(m.down, x, true)?])?;
+        fast::quantize_decode(
+            &self.gpu,
+            g.sub(0, f32_bytes(m.down.cols))?,
+            m.down.cols,
+            xq,
+        )?;
+        fast::matvecs(
+            &self.gpu,
+            xq,
+            fast::XBS_DECODE,
+            m.down.cols,
+            &[prod(m.down, x, true)?],
+        )?;
         self.memo = None;
         Ok(())
     }

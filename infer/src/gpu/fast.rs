@@ -15,7 +15,7 @@ use llmstream::gguf::GgmlType;
 use std::sync::OnceLock;
 
 /// Kernel names defined in `kernels/fast.cu`.
-pub(crate) const KERNELS: &[&str] = &["fast_mv", "fast_gate_up"];
+pub(crate) const KERNELS: &[&str] = &["fast_mv", "fast_gate_up", "quant_act_q8_k16"];
 
 /// Warps per block (`FAST_WARPS`).
 const WARPS: u32 = 8;
@@ -92,18 +92,50 @@ fn check(kernel: &'static str, p: &Product, cols: usize) -> Result<u32> {
     Ok(c)
 }
 
-/// Up to three products with the same Q8_K activation row `xq` (`cols / 256` blocks) in one
-/// launch.
-pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product]) -> Result<()> {
+/// Bytes of a `Q8_K` activation block in the CPU's layout (f32 scale, 256 quants, 16 block
+/// sums): what [`crate::gpu::quant::quantize`] writes.
+pub(crate) const XBS_CPU: usize = 292;
+/// Bytes of a `Q8_K` activation block in the decode layout: the scale, 12 zero bytes, then the
+/// quants (16-byte aligned, so the products load them 16 bytes at a time) and the sums. What
+/// [`quantize_decode`] and the fused normalisation write.
+pub(crate) const XBS_DECODE: usize = 304;
+
+/// The alignment a `Q8_K` activation row of `xbs`-byte blocks needs, and `xbs` as the
+/// kernels take it; `None` for a size that is neither layout.
+pub(crate) fn x_layout(xbs: usize) -> Option<(u64, u32)> {
+    match xbs {
+        XBS_CPU => Some((4, 292)),
+        XBS_DECODE => Some((16, 304)),
+        _ => None,
+    }
+}
+
+/// Check a `Q8_K` activation row of `nsb` blocks of `xbs` bytes.
+fn check_x(kernel: &'static str, xq: DevSpan, nsb: usize, xbs: usize) -> Result<u32> {
+    let (align, xbs32) =
+        x_layout(xbs).ok_or_else(|| invalid(kernel, format!("{xbs}-byte activation blocks")))?;
+    xq.need(kernel, "activations", nsb * xbs)?;
+    if xq.ptr() % align != 0 {
+        return Err(invalid(kernel, "misaligned activations"));
+    }
+    Ok(xbs32)
+}
+
+/// Up to three products with the same Q8_K activation row `xq` (`cols / 256` blocks of `xbs`
+/// bytes: [`XBS_CPU`] or [`XBS_DECODE`]) in one launch.
+pub(crate) fn matvecs(
+    gpu: &Gpu,
+    xq: DevSpan,
+    xbs: usize,
+    cols: usize,
+    products: &[Product],
+) -> Result<()> {
     const K: &str = "fast_mv";
     if products.is_empty() || products.len() > 3 {
         return Err(invalid(K, format!("{} products", products.len())));
     }
     let nsb = cols / 256;
-    xq.need(K, "activations", nsb * 292)?;
-    if xq.ptr() % 4 != 0 {
-        return Err(invalid(K, "misaligned activations"));
-    }
+    let xbs32 = check_x(K, xq, nsb, xbs)?;
     let mut w = [0u64; 3];
     let mut y = [0u64; 3];
     let mut rows = [0u32; 3];
@@ -140,11 +172,12 @@ pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product])
         Arg::U32(rows[2]),
         Arg::U32(flags),
         Arg::U32(split),
+        Arg::U32(xbs32),
     ];
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three
-    // (weights, output, u32 rows) triples, u32 flags, u32 split); each used segment's weights
-    // hold `rows` rows of `nsb` blocks of its type and its output `rows` floats, and x holds
-    // `nsb` Q8_K blocks (all checked above); unused segments have 0 rows and are never touched;
+    // (weights, output, u32 rows) triples, u32 flags, u32 split, u32 xbs); each used
+    // segment's weights hold `rows` rows of `nsb` blocks of its type and its output `rows`
+    // floats, and x holds `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked above); unused segments have 0 rows and are never touched;
     // `split` warps per row of the concatenated segments, the rest return. The spans outlive
     // the launch (their owners' contract).
     unsafe {
@@ -158,12 +191,13 @@ pub(crate) fn matvecs(gpu: &Gpu, xq: DevSpan, cols: usize, products: &[Product])
     }
 }
 
-/// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`,
-/// in one launch.
+/// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`
+/// (blocks of `xbs` bytes, as [`matvecs`]), in one launch.
 #[allow(clippy::too_many_arguments)] // two matrices with their types, the activations, out
 pub(crate) fn gate_up(
     gpu: &Gpu,
     xq: DevSpan,
+    xbs: usize,
     cols: usize,
     gate: (GgmlType, DevSpan),
     up: (GgmlType, DevSpan),
@@ -185,10 +219,7 @@ pub(crate) fn gate_up(
     };
     let flags = check(K, &pg, cols)? | (check(K, &pu, cols)? << 2);
     let nsb = cols / 256;
-    xq.need(K, "activations", nsb * 292)?;
-    if xq.ptr() % 4 != 0 {
-        return Err(invalid(K, "misaligned activations"));
-    }
+    let xbs32 = check_x(K, xq, nsb, xbs)?;
     let rows32 = u32::try_from(rows).map_err(|_| invalid(K, format!("{rows} rows")))?;
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
     if rows32 == 0 {
@@ -202,10 +233,12 @@ pub(crate) fn gate_up(
         Arg::U32(rows32),
         Arg::U32(flags),
         Arg::Ptr(out.ptr()),
+        Arg::U32(xbs32),
     ];
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, gate, up, u32
-    // rows, u32 flags, out); both matrices hold `rows` rows of `nsb` blocks of their types,
-    // out holds `rows` floats and x `nsb` Q8_K blocks (checked above); block i takes rows
+    // rows, u32 flags, out, u32 xbs); both matrices hold `rows` rows of `nsb` blocks of their
+    // types, out holds `rows` floats and x `nsb` Q8_K blocks of xbs bytes, aligned for them
+    // (checked above); block i takes rows
     // 4i..4i+4 below `rows`. The spans outlive the launch (their owners' contract).
     unsafe {
         launch(
@@ -239,6 +272,32 @@ pub(crate) fn try_matvec_n1(
         y,
         accumulate: false,
     };
-    matvecs(gpu, xq, cols, &[p])?;
+    matvecs(gpu, xq, XBS_CPU, cols, &[p])?;
     Ok(true)
+}
+
+/// `Q8_K` quantization of `cols` floats `x` (a multiple of 256) into `out` in the decode layout
+/// ([`XBS_DECODE`]): the values of [`crate::gpu::quant::quantize`], 16-byte aligned quants.
+pub(crate) fn quantize_decode(gpu: &Gpu, x: DevSpan, cols: usize, out: DevSpan) -> Result<()> {
+    const K: &str = "quant_act_q8_k16";
+    if cols % 256 != 0 || cols == 0 {
+        return Err(invalid(K, format!("{cols} columns")));
+    }
+    let nblk = cols / 256;
+    x.need(K, "x", cols * 4)?;
+    out.need(K, "out", nblk * XBS_DECODE)?;
+    if x.ptr() % 4 != 0 || out.ptr() % 16 != 0 {
+        return Err(invalid(K, "misaligned span"));
+    }
+    let grid =
+        u32::try_from(nblk.div_ceil(8)).map_err(|_| invalid(K, format!("{cols} columns")))?;
+    let args = [
+        Arg::Ptr(x.ptr()),
+        Arg::Ptr(out.ptr()),
+        Arg::U64(nblk as u64),
+    ];
+    // SAFETY: (x, out, u64 nblk) as the kernel declares; warp w of block b quantizes the 256
+    // floats of block 8b + w < nblk into the 304 bytes at out + 304 (8b + w): x holds nblk·256
+    // floats and out nblk blocks (checked above).
+    unsafe { launch(gpu, K, (grid, 1, 1), 256, &args) }
 }

@@ -277,6 +277,10 @@ mod tests {
     fn sources_compile_with_nvrtc_when_present() {
         match compile(9, 0) {
             Ok(ptx) => {
+                // the PTX for ptxas -v (registers, spills) when asked
+                if let Ok(p) = std::env::var("LLMSTREAM_DUMP_PTX") {
+                    std::fs::write(&p, &ptx).expect("writing LLMSTREAM_DUMP_PTX");
+                }
                 for name in kernel_names() {
                     assert!(
                         ptx.contains(&format!(".entry {name}(")),

@@ -61,14 +61,16 @@ pub fn rms_norm(
 
 /// [`rms_norm`] fused with the `Q8_K` quantization of its result ([`crate::gpu::quant::quantize`]
 /// for a `Q4_K`/`Q6_K` weight): `out` gets exactly what [`rms_norm`] writes and `xq` exactly
-/// what quantizing it writes (`n / 256` blocks of 292 bytes per row); `n` a multiple of 256.
+/// what quantizing it writes (`n / 256` blocks per row of `xbs` bytes: 292, the layout of
+/// [`crate::gpu::quant::quantize`], or 304, the decode products' layout with 16-byte aligned
+/// quants); `n` a multiple of 256.
 #[allow(clippy::too_many_arguments)] // rms_norm's arguments and the quantized output
 pub fn rms_norm_q8k(
     gpu: &Gpu,
     x: DevSpan,
     w: DevSpan,
     out: DevSpan,
-    xq: DevSpan,
+    (xq, xbs): (DevSpan, usize),
     rows: usize,
     n: usize,
     eps: f32,
@@ -81,9 +83,14 @@ pub fn rms_norm_q8k(
         ));
     }
     check_norm(K, x, w, out, rows, n)?;
-    xq.need(K, "xq", product(K, "xq", &[rows, n / 256, 292])?)?;
-    if xq.ptr() % 4 != 0 || x.ptr() == out.ptr() {
-        return Err(invalid(K, "xq must be 4-byte aligned and out apart from x"));
+    let (align, xbs32) =
+        crate::gpu::fast::x_layout(xbs).ok_or_else(|| invalid(K, format!("{xbs}-byte blocks")))?;
+    xq.need(K, "xq", product(K, "xq", &[rows, n / 256, xbs])?)?;
+    if xq.ptr() % align != 0 || x.ptr() == out.ptr() {
+        return Err(invalid(
+            K,
+            "xq must be aligned for its blocks and out apart from x",
+        ));
     }
     if rows == 0 {
         return Ok(());
@@ -99,12 +106,13 @@ pub fn rms_norm_q8k(
         Arg::Ptr(xq.ptr()),
         Arg::I32(to_i32(K, "n", n)?),
         Arg::F32(eps),
+        Arg::U32(xbs32),
     ];
     let grid_x = to_u32(K, "blocks", n / 256)?;
-    // SAFETY: (x, w, out, xq, int n, float eps) as the kernel declares; block (b, r) reads row
-    // r of x (n floats), writes out at r·n + 256b .. + 256 and xq block b of row r (292 bytes
-    // at (r·(n/256) + b)·292) for b < n/256, r < rows: x, out hold rows·n floats, xq
-    // rows·(n/256) blocks, w n floats (all checked).
+    // SAFETY: (x, w, out, xq, int n, float eps, u32 xbs) as the kernel declares; block (b, r)
+    // reads row r of x (n floats), writes out at r·n + 256b .. + 256 and xq block b of row r
+    // (xbs bytes at (r·(n/256) + b)·xbs) for b < n/256, r < rows: x, out hold rows·n floats,
+    // xq rows·(n/256) blocks, w n floats (all checked).
     unsafe { launch(gpu, K, (grid_x, grid_y, 1), 256, &args) }
 }
 

@@ -32,6 +32,7 @@ pub(crate) const PDL_KERNELS: &[&str] = &[
     "ops_add_bias",
     "ops_copy",
     "quant_act_q8_k",
+    "quant_act_q8_k16",
 ];
 
 /// Launch `kernel` on the compute stream with a 1-D block of `block` threads (the op
