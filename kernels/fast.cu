@@ -189,7 +189,7 @@ __device__ __forceinline__ float row_part(u32 ty, const u8* wr, const u8* x, uns
 
 // Up to three products with the same Q8_K activation row x (nsb blocks): segment i has
 // weights w_i (type (flags >> 2i) & 3), rows_i rows, output y_i; bit 8 + i of flags: add the
-// product to y_i instead of storing it (the residual stream). `split` (1, 2 or 4) warps share
+// product to y_i instead of storing it (the residual stream). `split` (1, 2, 4 or 8) warps share
 // a row of the concatenated segments, each taking a contiguous run of its super-blocks; their
 // sums are added in warp order.
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)

@@ -52,14 +52,19 @@ pub(crate) fn supports(ty: GgmlType, cols: usize) -> bool {
     enabled() && code(ty).is_some() && cols % 256 == 0 && cols > 0
 }
 
-/// Warps per row: long rows are split so that enough warps are in flight (a 4096-row
-/// matrix of 14336 columns has only 4096 rows for 132 SMs).
-fn split_for(nsb: usize) -> u32 {
-    match nsb {
-        48.. => 4,
-        24..=47 => 2,
-        _ => 1,
-    }
+/// Warps per row (`split` of `fast_mv`): one, whatever the row length; `LLMSTREAM_FAST_SPLIT`
+/// (1, 2, 4 or 8) sets another. With a warp taking eight super-blocks a step, one warp per row
+/// was the fastest for the 8B shape's down projection (14336 columns, 4096 rows: 316 tok/s
+/// against 308 with 4 warps, 304 with 2, 296 with 8; docs/gpu-inference.md).
+fn split() -> u32 {
+    static SPLIT: OnceLock<u32> = OnceLock::new();
+    *SPLIT.get_or_init(|| {
+        std::env::var("LLMSTREAM_FAST_SPLIT")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|v| [1, 2, 4, 8].contains(v))
+            .unwrap_or(1)
+    })
 }
 
 /// One product of a fused launch: `y (+)= W x`.
@@ -157,7 +162,7 @@ pub(crate) fn matvecs(
         return Ok(());
     }
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
-    let split = split_for(nsb);
+    let split = split();
     let args = [
         Arg::Ptr(xq.ptr()),
         Arg::U32(nsb32),
