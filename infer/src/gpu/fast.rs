@@ -1,12 +1,15 @@
 //! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
-//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row, 16-byte (`Q4_K`) or aligned
-//! 4-byte (`Q6_K`, 210-byte blocks) loads straight from global memory, and the fused forms the
-//! engine uses per layer: up to three products with the same activations in one launch (Q, K, V),
-//! products added to the residual stream, and gate/up products with SwiGLU in one launch.
-//! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
-//! `LLMSTREAM_FAST_MV=0`. Per-kernel times (`scripts/gpu/kernel-times.sh`) and the variants
-//! measured against one warp per row (shared-memory streaming by bulk copies, restaged
-//! activations, batched loads, other splits): docs/gpu-inference.md.
+//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row and four lanes per super-block
+//! (64 weights a lane), 16-byte (`Q4_K`) or aligned 4-byte (`Q6_K`, 210-byte blocks) loads
+//! straight from global memory, and the fused forms the engine uses per layer: up to three
+//! products with the same activations in one launch (Q, K, V), products added to the residual
+//! stream, and gate/up products with SwiGLU in one launch. The activations are `Q8_K` blocks in
+//! the CPU's layout ([`XBS_CPU`]) or the decode layout ([`XBS_DECODE`], 16-byte aligned quants,
+//! which the fused layer writes). [`crate::gpu::quant::matvec`] takes this path for one
+//! activation row unless `LLMSTREAM_FAST_MV=0`. Per-kernel times
+//! (`scripts/gpu/kernel-times.sh`) and the variants measured and not kept (shared-memory
+//! streaming by bulk copies, L2 prefetch, last-block tails, restaged activations, batched loads,
+//! other splits): docs/gpu-inference.md.
 
 use super::mem::DevSpan;
 use super::ops::launch::{invalid, launch, Arg};

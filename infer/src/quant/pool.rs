@@ -25,8 +25,8 @@ const LONG_SPIN: Duration = Duration::from_millis(5);
 /// Live [`LongSpin`]s.
 static LONG_SPIN_HOLDERS: AtomicUsize = AtomicUsize::new(0);
 
-/// While one is held, idle workers spin [`LONG_SPIN`] before they sleep instead of [`SPIN`]:
-/// the GPU engine's hybrid split holds one, as its CPU layers come a GPU segment (about a
+/// While one is held, idle workers spin 5 ms before they sleep instead of 200 µs: the GPU
+/// engine's hybrid split holds one, as its CPU layers come a GPU segment (about a
 /// millisecond) apart and each would otherwise start by waking every worker. Dropping the last
 /// one restores the short spin, so a later CPU-only user of the pool does not keep cores busy.
 #[derive(Debug)]
