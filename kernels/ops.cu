@@ -128,7 +128,8 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     __syncthreads();  // the block's writes of orow are visible to the whole block
     if (threadIdx.x < 32) {
         u8* qrow = xq + (u64)blockIdx.y * (u64)(n / 256) * xbs;
-        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + xbs * blockIdx.x, threadIdx.x, xbs - 288u);
+        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + xbs * blockIdx.x, threadIdx.x,
+                       xbs - 288u);
     }
 }
 

@@ -887,26 +887,28 @@ __device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane, u32 
 }
 }  // namespace lsq
 
-// ggml's quantize_row_q8_K_ref: one warp per 256 elements.
+// ggml's quantize_row_q8_K_ref: one warp per 256 elements, into blocks of 288 + qo bytes
+// (lsq::q8k_block).
+__device__ __forceinline__ void quant_act_q8k_rows(const float* x, u8* out,
+                                                  unsigned long long nblk, u32 qo) {
+    const u32 lane = threadIdx.x & 31u;
+    for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
+         b += gridDim.x * 8ull)
+        lsq::q8k_block(x + b * 256ull, out + b * (288ull + qo), lane, qo);
+}
+// The CPU's 292-byte blocks.
 extern "C" __global__ void __launch_bounds__(256)
     quant_act_q8_k(const float* x, u8* out, unsigned long long nblk) {
     pdl_wait();  // programmatic dependent launch (common.cuh)
     pdl_launch();
-    const u32 lane = threadIdx.x & 31u;
-    for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
-         b += gridDim.x * 8ull)
-        lsq::q8k_block(x + b * 256ull, out + b * 292ull, lane);
+    quant_act_q8k_rows(x, out, nblk, 4u);
 }
-
-// The same into the decode kernels' 304-byte blocks (q8k_block with qo = 16).
+// The decode kernels' 304-byte blocks (16-byte aligned quants).
 extern "C" __global__ void __launch_bounds__(256)
     quant_act_q8_k16(const float* x, u8* out, unsigned long long nblk) {
     pdl_wait();  // programmatic dependent launch (common.cuh)
     pdl_launch();
-    const u32 lane = threadIdx.x & 31u;
-    for (unsigned long long b = blockIdx.x * 8ull + (threadIdx.x >> 5); b < nblk;
-         b += gridDim.x * 8ull)
-        lsq::q8k_block(x + b * 256ull, out + b * 304ull, lane, 16u);
+    quant_act_q8k_rows(x, out, nblk, 16u);
 }
 
 extern "C" __global__ void __launch_bounds__(256)

@@ -185,9 +185,10 @@ pub(crate) fn matvecs(
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three
     // (weights, output, u32 rows) triples, u32 flags, u32 split, u32 xbs); each used
     // segment's weights hold `rows` rows of `nsb` blocks of its type and its output `rows`
-    // floats, and x holds `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked above); unused segments have 0 rows and are never touched;
-    // `split` warps per row of the concatenated segments, the rest return. The spans outlive
-    // the launch (their owners' contract).
+    // floats, and x holds `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked
+    // above); unused segments have 0 rows and are never touched; `split` warps per row of the
+    // concatenated segments, the rest return. The spans outlive the launch (their owners'
+    // contract).
     unsafe {
         launch(
             gpu,
@@ -246,8 +247,8 @@ pub(crate) fn gate_up(
     // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, gate, up, u32
     // rows, u32 flags, out, u32 xbs); both matrices hold `rows` rows of `nsb` blocks of their
     // types, out holds `rows` floats and x `nsb` Q8_K blocks of xbs bytes, aligned for them
-    // (checked above); block i takes rows
-    // 4i..4i+4 below `rows`. The spans outlive the launch (their owners' contract).
+    // (checked above); block i takes rows 4i..4i+4 below `rows`. The spans outlive the launch
+    // (their owners' contract).
     unsafe {
         launch(
             gpu,

@@ -76,7 +76,7 @@ pub(crate) unsafe fn launch(
     Ok(())
 }
 
-/// Most kernel parameters [`launch_pdl`] passes (the decode kernels take at most 13).
+/// Most kernel parameters [`launch_pdl`] passes (the decode kernels take at most 14).
 const MAX_ARGS: usize = 16;
 
 /// `cuLaunchKernelEx` with programmatic stream serialization allowed.
