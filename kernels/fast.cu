@@ -167,9 +167,12 @@ __device__ __forceinline__ float row_q6_k(const u8* __restrict__ wr, const u8* _
     return acc;
 }
 
-// Weight type codes of the fast kernels.
+// Weight type codes of the fast kernels, and their super-block bytes.
 #define FAST_Q4_K 0u
 #define FAST_Q6_K 1u
+__device__ __forceinline__ unsigned block_bytes(u32 ty) {
+    return ty == FAST_Q6_K ? 210u : 144u;
+}
 
 template <bool X16>
 __device__ __forceinline__ float row_any(u32 ty, const u8* wr, const u8* x, unsigned nsb,
@@ -214,7 +217,7 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const u32 ty = (flags >> (2 * (seg % 3))) & 3u;
     const unsigned per = (nsb + split - 1) / split;
     const unsigned s0 = min(nsb, piece * per), s1 = min(nsb, s0 + per);
-    const unsigned bs = ty == FAST_Q6_K ? 210u : 144u;
+    const unsigned bs = fastmv::block_bytes(ty);
     const u8* wr = w + ((size_t)row * nsb + s0) * bs;
     // the weights are no earlier kernel's output: ask for them before waiting for x
     if (seg < 3) prefetch_l2(wr, (u64)(s1 - s0) * bs, lane);
@@ -243,15 +246,13 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const unsigned row = blockIdx.x * half + (wid % half);
     const bool up = wid >= half;
     const u32 ty = (flags >> (up ? 2 : 0)) & 3u;
-    if (row < rows) {  // the weights are no earlier kernel's output: ask for them first
-        const u64 bs = ty == FAST_Q6_K ? 210u : 144u;
-        prefetch_l2((up ? wu : wg) + (u64)row * nsb * bs, (u64)nsb * bs, lane);
-    }
+    const u64 bs = fastmv::block_bytes(ty);
+    const u8* wr = (up ? wu : wg) + (u64)row * nsb * bs;
+    // the weights are no earlier kernel's output: ask for them first
+    if (row < rows) prefetch_l2(wr, (u64)nsb * bs, lane);
     pdl_wait();
     pdl_launch();
     if (row < rows) {
-        const u64 bs = ty == FAST_Q6_K ? 210u : 144u;
-        const u8* wr = (up ? wu : wg) + (u64)row * nsb * bs;
         const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs));
         if (lane == 0) part[wid] = acc;
     }
@@ -263,4 +264,13 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
             out[r] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
         }
     }
+}
+
+// Q8_K quantization of activations into the decode layout's 304-byte blocks (16-byte aligned
+// quants; quant_act_q8k_rows in quant.cu, the values of quant_act_q8_k).
+extern "C" __global__ void __launch_bounds__(256)
+    quant_act_q8_k16(const float* x, u8* out, unsigned long long nblk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
+    quant_act_q8k_rows(x, out, nblk, 16u);
 }

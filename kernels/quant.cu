@@ -903,13 +903,6 @@ extern "C" __global__ void __launch_bounds__(256)
     pdl_launch();
     quant_act_q8k_rows(x, out, nblk, 4u);
 }
-// The decode kernels' 304-byte blocks (16-byte aligned quants).
-extern "C" __global__ void __launch_bounds__(256)
-    quant_act_q8_k16(const float* x, u8* out, unsigned long long nblk) {
-    pdl_wait();  // programmatic dependent launch (common.cuh)
-    pdl_launch();
-    quant_act_q8k_rows(x, out, nblk, 16u);
-}
 
 extern "C" __global__ void __launch_bounds__(256)
     quant_act_f16(const float* x, u16* out, unsigned long long n) {

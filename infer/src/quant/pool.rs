@@ -54,9 +54,14 @@ fn spin() -> Duration {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
     });
-    match env {
+    spin_for(env, LONG_SPIN_HOLDERS.load(Ordering::Relaxed))
+}
+
+/// The spin for an `LLMSTREAM_POOL_SPIN_US` value and a number of live [`LongSpin`]s.
+fn spin_for(env_us: Option<u64>, holders: usize) -> Duration {
+    match env_us {
         Some(us) => Duration::from_micros(us.min(1_000_000)),
-        None if LONG_SPIN_HOLDERS.load(Ordering::Relaxed) > 0 => LONG_SPIN,
+        None if holders > 0 => LONG_SPIN,
         None => SPIN,
     }
 }
@@ -357,21 +362,24 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     /// The long spin lasts exactly as long as a guard lives (no engine left holding it for
-    /// later users of the pool).
+    /// later users of the pool), and the environment's value overrides both spins.
     #[test]
     fn long_spin_lasts_while_a_guard_is_held() {
-        if std::env::var_os("LLMSTREAM_POOL_SPIN_US").is_some() {
-            eprintln!("skipped: LLMSTREAM_POOL_SPIN_US overrides the spin");
-            return;
-        }
-        assert_eq!(spin(), SPIN);
+        let held = || LONG_SPIN_HOLDERS.load(Ordering::Relaxed);
+        let before = held();
         let a = LongSpin::hold();
         let b = LongSpin::hold();
-        assert_eq!(spin(), LONG_SPIN);
+        assert_eq!(held(), before + 2);
+        assert_eq!(spin_for(None, held()), LONG_SPIN);
         drop(a);
-        assert_eq!(spin(), LONG_SPIN);
+        assert_eq!(held(), before + 1);
+        assert_eq!(spin_for(None, held()), LONG_SPIN);
         drop(b);
-        assert_eq!(spin(), SPIN);
+        assert_eq!(held(), before);
+        assert_eq!(spin_for(None, 0), SPIN);
+        assert_eq!(spin_for(Some(50), 0), Duration::from_micros(50));
+        assert_eq!(spin_for(Some(50), 3), Duration::from_micros(50));
+        assert_eq!(spin_for(Some(u64::MAX), 0), Duration::from_secs(1));
     }
 
     #[test]
