@@ -118,18 +118,21 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps,
                      u32 xbs) {
-    pdl_wait();  // programmatic dependent launch (common.cuh)
+    __shared__ float nv[256];
+    const int i = (int)blockIdx.x * 256 + (int)threadIdx.x;
+    const float wi = w[i];  // the norm's weights are no earlier kernel's output
+    pdl_wait();             // programmatic dependent launch (common.cuh)
     pdl_launch();
     const float* xr = x + (u64)blockIdx.y * n;
     float* orow = out + (u64)blockIdx.y * n;
     const float scale = op_rms_scale(xr, n, eps);
-    const int i = (int)blockIdx.x * 256 + (int)threadIdx.x;
-    orow[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
-    __syncthreads();  // the block's writes of orow are visible to the whole block
+    const float o = __fmul_rn(__fmul_rn(xr[i], scale), wi);
+    orow[i] = o;
+    nv[threadIdx.x] = o;
+    __syncthreads();  // the block's normalised values are visible to its first warp
     if (threadIdx.x < 32) {
         u8* qrow = xq + (u64)blockIdx.y * (u64)(n / 256) * xbs;
-        lsq::q8k_block(orow + 256 * blockIdx.x, qrow + xbs * blockIdx.x, threadIdx.x,
-                       xbs - 288u);
+        lsq::q8k_block(nv, qrow + xbs * blockIdx.x, threadIdx.x, xbs - 288u);
     }
 }
 
@@ -435,31 +438,55 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     }
 }
 
+// Output d of head h, token tok: the chunks' partial sums merged. Every thread of a head
+// computes the head's max and sum of exponentials itself, in chunk order (the same bits in
+// ops_attn_combine and ops_attn_combine_q8k).
+__device__ __forceinline__ float op_attn_merge(const float* part_acc, const float* part_ml,
+                                               u32 pos0, int tok, int h, int d, int n_head,
+                                               int hd, int n_chunks, int chunk) {
+    const u32 visible = pos0 + (u32)tok + 1;
+    const int nc = (int)((visible + (u32)chunk - 1) / (u32)chunk);
+    const u64 row0 = ((u64)tok * n_head + h) * n_chunks;
+    const float* ml = part_ml + row0 * 2;
+    float m = __int_as_float(0xff800000u);
+    for (int c = 0; c < nc; ++c) m = fmaxf(m, ml[2 * c]);
+    float l = 0.0f;
+    for (int c = 0; c < nc; ++c) l += ml[2 * c + 1] * expf(ml[2 * c] - m);
+    const float inv = 1.0f / l;
+    const float* acc = part_acc + row0 * hd;
+    float s = 0.0f;
+#pragma unroll 4
+    for (int c = 0; c < nc; ++c) s += acc[(u64)c * hd + d] * expf(ml[2 * c] - m);
+    return s * inv;
+}
+
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
     ops_attn_combine(const float* part_acc, const float* part_ml, float* out, u32 pos0,
                      int n_head, int hd, int n_chunks, int chunk) {
     pdl_wait();  // programmatic dependent launch (common.cuh)
     pdl_launch();
     const int h = blockIdx.x, tok = blockIdx.y;
-    const u32 visible = pos0 + (u32)tok + 1;
-    const int nc = (int)((visible + (u32)chunk - 1) / (u32)chunk);
-    const u64 row0 = ((u64)tok * n_head + h) * n_chunks;
-    const float* ml = part_ml + row0 * 2;
-    float m = __int_as_float(0xff800000u);
-    for (int c = threadIdx.x; c < nc; c += blockDim.x) m = fmaxf(m, ml[2 * c]);
-    m = op_block_reduce<OpMaxF>(m, __int_as_float(0xff800000u));
-    float l = 0.0f;
-    for (int c = threadIdx.x; c < nc; c += blockDim.x) l += ml[2 * c + 1] * expf(ml[2 * c] - m);
-    l = op_block_reduce<OpAdd>(l, 0.0f);
-    const float inv = 1.0f / l;
-    const float* acc = part_acc + row0 * hd;
     float* orow = out + ((u64)tok * n_head + h) * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float s = 0.0f;
-#pragma unroll 4
-        for (int c = 0; c < nc; ++c) s += acc[(u64)c * hd + d] * expf(ml[2 * c] - m);
-        orow[d] = s * inv;
-    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x)
+        orow[d] = op_attn_merge(part_acc, part_ml, pos0, tok, h, d, n_head, hd, n_chunks, chunk);
+}
+
+// One token's merge (as ops_attn_combine) fused with the Q8_K quantization of its output into
+// xq (the decode layout, as quant_act_q8_k16): block b takes outputs 256b .. 256b + 256 (whole
+// heads: hd divides 256), thread t output 256b + t, and its first warp quantizes them.
+extern "C" __global__ void __launch_bounds__(256)
+    ops_attn_combine_q8k(const float* part_acc, const float* part_ml, float* out, u8* xq,
+                         u32 pos0, int n_head, int hd, int n_chunks, int chunk) {
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
+    __shared__ float vals[256];
+    const int e = (int)blockIdx.x * 256 + (int)threadIdx.x;
+    const float o = op_attn_merge(part_acc, part_ml, pos0, 0, e / hd, e % hd, n_head, hd,
+                                  n_chunks, chunk);
+    out[e] = o;
+    vals[threadIdx.x] = o;
+    __syncthreads();
+    if (threadIdx.x < 32) lsq::q8k_block(vals, xq + (u64)blockIdx.x * 304u, threadIdx.x, 16u);
 }
 
 // ------------------------------------------------------------------------------ sampling
@@ -803,11 +830,23 @@ __device__ u32 op_finish(const OpSmp& s, OpSmpShared* sh, u32 C, bool have_sum, 
 
 // Greedy: the first index of the largest logit; NaN never wins, except at index 0, which wins
 // (as sampler::argmax).
+// Each thread asks for 8 logits before comparing any (a vocabulary of 49152 took 22 us with
+// one load in flight per thread); the largest key wins whatever the order of comparisons.
 extern "C" __global__ void __launch_bounds__(1024) ops_argmax(const float* x, u32 n, i32* out) {
     u64 best = 0;
-    for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
-        const u64 c = ((u64)op_key(x[i]) << 32) | (u64)(~i);
-        best = c > best ? c : best;
+    for (u32 base = 0; base < n; base += 8u * blockDim.x) {
+        float v[8];
+#pragma unroll
+        for (u32 k = 0; k < 8; ++k) {
+            const u32 i = base + k * blockDim.x + threadIdx.x;
+            v[k] = i < n ? x[i] : 0.0f;
+        }
+#pragma unroll
+        for (u32 k = 0; k < 8; ++k) {
+            const u32 i = base + k * blockDim.x + threadIdx.x;
+            const u64 c = ((u64)op_key(v[k]) << 32) | (u64)(~i);
+            if (i < n) best = c > best ? c : best;
+        }
     }
     best = op_block_reduce<OpMax>(best, (u64)0);
     if (threadIdx.x == 0) {

@@ -52,7 +52,8 @@ pub struct GpuConfig {
     pub max_batch: usize,
     /// Decode (one token) with the fused kernels where a layer's weights allow them
     /// (`Q4_K`/`Q6_K`): normalisation with quantization, Q/K/V in one launch, RoPE with the
-    /// cache store, products added to the residual stream, gate/up with SwiGLU. Same bits as
+    /// cache store, attention's merge with quantization, products added to the residual
+    /// stream, gate/up with SwiGLU; the output head's norm with quantization too. Same bits as
     /// the unfused launches; `false` (or `LLMSTREAM_FUSED=0`) runs the unfused ones.
     pub fused: bool,
     /// Which layers outside VRAM the CPU computes (hybrid decode).
@@ -156,8 +157,13 @@ fn cached_calibration(ctx: &Context) -> Option<Calibration> {
 /// H100 decodes a 70B-shaped Q4_K_M layer at about this rate).
 const ASSUMED_GPU_LAYER_BPS: f64 = 1.2e12;
 
-/// Layers the host may enqueue ahead of the GPU.
+/// Throttle points (layers, or one-token calls on resident layers) the host may enqueue ahead
+/// of the GPU.
 const AHEAD: usize = 8;
+
+/// Longest the host polls for a token id after the layers are done (the output head and the
+/// argmax of a large vocabulary take ~100 us on an H100) before it sleeps.
+const SPIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// VRAM kept free when the budget is automatic (other processes, driver, fragmentation).
 pub const VRAM_RESERVE: u64 = 1 << 30;
@@ -432,9 +438,16 @@ pub struct GpuEngine {
     stats: TokenStats,
     ev_start: CudaEvent,
     ev_end: CudaEvent,
-    /// Events recorded after each layer, in a ring: the host sleeps on the one of `AHEAD`
-    /// layers ago before enqueueing more, so it never runs far ahead of the GPU (a full launch
-    /// queue makes the driver spin a core).
+    /// The token id's way back ([`GpuEngine::next_token`]): `layers_done` (recorded after the
+    /// last layer; the host sleeps on it), `copied` (after the id's copy to `id_host`; the host
+    /// spins on it for the output head's last ~100 us, instead of sleeping through it and
+    /// waking ~80 us late), the page-locked 4 bytes.
+    layers_done: CudaEvent,
+    copied: CudaEvent,
+    id_host: Buffer,
+    /// Events recorded after each layer (once per call for one token on resident layers), in a
+    /// ring: the host sleeps on the one of `AHEAD` points ago before enqueueing more, so it
+    /// never runs far ahead of the GPU (a full launch queue makes the driver spin a core).
     ahead: Vec<CudaEvent>,
     layers_enqueued: u64,
     fixed_vram: u64,
@@ -688,6 +701,16 @@ impl GpuEngine {
             .context()
             .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
             .map_err(drv("cuEventCreate"))?;
+        let layers_done = gpu
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+            .map_err(drv("cuEventCreate"))?;
+        // no blocking-sync flag: the host polls it
+        let copied = gpu
+            .context()
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
+            .map_err(drv("cuEventCreate"))?;
+        let id_host = ctx.alloc(BufferKind::Pinned, 4096)?;
         let mut ahead = Vec::with_capacity(AHEAD);
         for _ in 0..AHEAD {
             ahead.push(
@@ -720,6 +743,9 @@ impl GpuEngine {
             stats: TokenStats::default(),
             ev_start,
             ev_end,
+            layers_done,
+            copied,
+            id_host,
             ahead,
             layers_enqueued: 0,
             fixed_vram: fixed,
@@ -1357,21 +1383,33 @@ impl GpuEngine {
             factors,
             hp.rope_mode,
         )?;
-        gops::attention(
-            &self.gpu,
-            q,
-            kc,
-            vc,
-            att,
-            self.acts.ws.span(),
-            1,
-            self.pos,
-            hp.n_head,
-            hp.n_head_kv,
-            hd,
-            scale,
-        )?;
-        fast::quantize_decode(&self.gpu, att.sub(0, f32_bytes(m.wo.cols))?, m.wo.cols, xq)?;
+        if gops::can_quantize(hp.n_head, hd) && m.wo.cols == hp.n_head * hd {
+            // the merge quantizes the output for wo (one launch fewer)
+            gops::attention_q8k(
+                &self.gpu,
+                (q, kc, vc, att, self.acts.ws.span()),
+                self.pos,
+                (hp.n_head, hp.n_head_kv, hd),
+                scale,
+                xq,
+            )?;
+        } else {
+            gops::attention(
+                &self.gpu,
+                q,
+                kc,
+                vc,
+                att,
+                self.acts.ws.span(),
+                1,
+                self.pos,
+                hp.n_head,
+                hp.n_head_kv,
+                hd,
+                scale,
+            )?;
+            fast::quantize_decode(&self.gpu, att.sub(0, f32_bytes(m.wo.cols))?, m.wo.cols, xq)?;
+        }
         fast::matvecs(
             &self.gpu,
             xq,
@@ -1643,14 +1681,15 @@ impl GpuEngine {
         #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (hd as f32).sqrt();
         let factors = self.rope_freqs.as_ref().map(DevBuf::span);
+        // An event between two layers' launches ends the programmatic dependent launch of the
+        // second (its first kernel waits for the whole previous layer, then starts: ~3.5 us a
+        // layer on the 8B shape). A one-token call on resident layers enqueues a few hundred
+        // launches, so it is throttled once per call instead of once per layer.
+        let per_layer = n > 1 || self.plan.tiers.iter().any(|&t| t != Tier::Vram);
+        if !per_layer {
+            self.throttle(&stream)?;
+        }
         for li in 0..hp.n_layer {
-            let nth = self.layers_enqueued;
-            let ring = usize::try_from(nth % AHEAD as u64).unwrap_or(0);
-            if nth >= AHEAD as u64 {
-                self.ahead[ring]
-                    .synchronize()
-                    .map_err(drv("cuEventSynchronize"))?;
-            }
             if self.plan.tiers[li] == Tier::Cpu {
                 self.cpu_layer(li, n)?;
             } else {
@@ -1662,35 +1701,83 @@ impl GpuEngine {
                 self.layer(li, w, &m, n, x, spans, scale, factors)?;
                 self.release(slot)?;
             }
-            self.ahead[ring]
-                .record(&stream)
-                .map_err(drv("cuEventRecord"))?;
-            self.layers_enqueued += 1;
+            if per_layer {
+                self.throttle(&stream)?;
+            }
         }
         self.pos += n;
+        self.layers_done
+            .record(&stream)
+            .map_err(drv("cuEventRecord"))?;
         // Output norm and logits of the last token.
         let last = x.sub(f32_bytes((n - 1) * d), f32_bytes(d))?;
         let hn = self.acts.h.sub(0, f32_bytes(d))?;
         self.memo = None;
-        gops::rms_norm(
-            &self.gpu,
-            last,
-            self.output_norm.span(),
-            hn,
-            1,
-            d,
-            hp.rms_eps,
-        )?;
         let out = self.output.span();
         let oref = TRef {
             off: 0,
             ..self.output_ref
         };
         let logits = self.acts.logits.sub(0, f32_bytes(vocab))?;
-        self.matmul(out, oref, hn, 1, logits)?;
+        if self.cfg.fused
+            && fast::supports(oref.ty, oref.cols)
+            && fast::aligned(oref.ty, out.ptr())
+            && oref.cols == d
+        {
+            // the fused layer's two launches (the norm writing the decode layout, the product):
+            // the bits of the general path below, one launch fewer
+            let xq = self.acts.xq.span();
+            gops::rms_norm_q8k(
+                &self.gpu,
+                last,
+                self.output_norm.span(),
+                hn,
+                (xq, fast::XBS_DECODE),
+                1,
+                d,
+                hp.rms_eps,
+            )?;
+            let head = fast::Product {
+                ty: oref.ty,
+                w: out.sub(0, oref.bytes)?,
+                rows: oref.rows,
+                y: logits,
+                accumulate: false,
+            };
+            fast::matvecs(&self.gpu, xq, fast::XBS_DECODE, d, &[head])?;
+        } else {
+            gops::rms_norm(
+                &self.gpu,
+                last,
+                self.output_norm.span(),
+                hn,
+                1,
+                d,
+                hp.rms_eps,
+            )?;
+            self.matmul(out, oref, hn, 1, logits)?;
+        }
+        self.memo = None;
         self.stats.bytes_vram += self.output_ref.bytes as u64;
         self.ev_end.record(&stream).map_err(drv("cuEventRecord"))?;
         self.stats.calls += 1;
+        Ok(())
+    }
+
+    /// A throttle point: the host sleeps until the GPU has passed the one `AHEAD` points ago,
+    /// then marks this one.
+    fn throttle(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
+        let nth = self.layers_enqueued;
+        let ring = usize::try_from(nth % AHEAD as u64).unwrap_or(0);
+        if nth >= AHEAD as u64 {
+            self.ahead[ring]
+                .synchronize()
+                .map_err(drv("cuEventSynchronize"))?;
+        }
+        self.ahead[ring]
+            .record(stream)
+            .map_err(drv("cuEventRecord"))?;
+        self.layers_enqueued += 1;
         Ok(())
     }
 
@@ -1711,9 +1798,52 @@ impl GpuEngine {
                 self.acts.out_id.span(),
             )?,
         }
-        let mut id = [0u8; 4];
-        self.acts.out_id.read(self.gpu.stream(), &mut id)?;
+        let id = self.read_id()?;
         self.collect_timing()?;
+        Ok(id)
+    }
+
+    /// The id `out_id` holds once the stream gets there: copied to page-locked memory; the host
+    /// sleeps until the layers are done, then polls for the copy (waking from a sleep takes
+    /// ~80 us, the GPU idle meanwhile: 2.5% of an 8B token). Polling is bounded: after
+    /// [`SPIN_LIMIT`] it sleeps.
+    fn read_id(&mut self) -> Result<u32> {
+        let stream = self.gpu.stream().clone();
+        self.gpu
+            .context()
+            .bind_to_thread()
+            .map_err(drv("cuCtxSetCurrent"))?;
+        let Some(hp) = self.id_host.host_ptr() else {
+            return Err(InferError::Gpu("id buffer without host memory".into()));
+        };
+        // SAFETY: `hp..hp + 4` lies in the engine's page-locked buffer (4096 bytes), which the
+        // host reads only after `copied` (below) says the copy is done; out_id holds 4 bytes.
+        unsafe {
+            let host = std::slice::from_raw_parts_mut(hp, 4);
+            cudarc::driver::result::memcpy_dtoh_async(
+                host,
+                self.acts.out_id.span().ptr(),
+                stream.cu_stream(),
+            )
+            .map_err(drv("cuMemcpyDtoHAsync"))?;
+        }
+        self.copied.record(&stream).map_err(drv("cuEventRecord"))?;
+        self.layers_done
+            .synchronize()
+            .map_err(drv("cuEventSynchronize"))?;
+        let t = Instant::now();
+        while !self.copied.try_is_complete().map_err(drv("cuEventQuery"))? {
+            if t.elapsed() > SPIN_LIMIT {
+                self.copied
+                    .synchronize()
+                    .map_err(drv("cuEventSynchronize"))?;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let mut id = [0u8; 4];
+        self.id_host
+            .with_host_slice(|b| id.copy_from_slice(&b[..4]))?;
         Ok(u32::from_le_bytes(id))
     }
 

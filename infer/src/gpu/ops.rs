@@ -19,6 +19,7 @@ mod sample_model;
 pub use attention::{
     attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
 };
+pub(crate) use attention::{attention_q8k, can_quantize};
 pub use elementwise::{
     add, add_bias, copy_words, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu,
 };
@@ -40,6 +41,7 @@ pub(crate) const KERNELS: &[&str] = &[
     "ops_add_bias",
     "ops_attn_partial",
     "ops_attn_combine",
+    "ops_attn_combine_q8k",
     "ops_argmax",
     "ops_repeat_penalty",
     "ops_sample",

@@ -4,6 +4,7 @@
 //! chunks. No shared-memory bound on the context: any length works.
 
 use super::launch::{invalid, launch, product, to_i32, to_u32, Arg};
+use crate::gpu::fast::XBS_DECODE;
 use crate::gpu::{DevSpan, Gpu, Result};
 
 /// Most positions per chunk (`OP_ATT_CHUNK` in `kernels/ops.cu`): the chunk of a
@@ -79,6 +80,47 @@ pub fn attention(
     n_head_kv: usize,
     head_dim: usize,
     scale: f32,
+) -> Result<()> {
+    attend(
+        gpu,
+        (q, k_cache, v_cache, out, workspace),
+        n_tok,
+        pos0,
+        (n_head, n_head_kv, head_dim),
+        scale,
+        None,
+    )
+}
+
+/// Whether [`attention_q8k`] takes `n_head` heads of `head_dim`: runs of 256 outputs made of
+/// whole heads.
+pub(crate) fn can_quantize(n_head: usize, head_dim: usize) -> bool {
+    head_dim > 0 && 256 % head_dim == 0 && n_head * head_dim % 256 == 0
+}
+
+/// [`attention`] of one token (position `pos0`) whose merge launch also quantizes the output
+/// into `xq`: `Q8_K` blocks in the decode layout, what [`crate::gpu::fast::quantize_decode`]
+/// of `out` would write ([`can_quantize`] shapes only).
+pub(crate) fn attention_q8k(
+    gpu: &Gpu,
+    spans: (DevSpan, DevSpan, DevSpan, DevSpan, DevSpan),
+    pos0: usize,
+    heads: (usize, usize, usize),
+    scale: f32,
+    xq: DevSpan,
+) -> Result<()> {
+    attend(gpu, spans, 1, pos0, heads, scale, Some(xq))
+}
+
+/// The partial and merge launches; with `xq`, the merge that quantizes (one token).
+fn attend(
+    gpu: &Gpu,
+    (q, k_cache, v_cache, out, workspace): (DevSpan, DevSpan, DevSpan, DevSpan, DevSpan),
+    n_tok: usize,
+    pos0: usize,
+    (n_head, n_head_kv, head_dim): (usize, usize, usize),
+    scale: f32,
+    xq: Option<DevSpan>,
 ) -> Result<()> {
     const K: &str = "ops_attn_partial";
     if n_tok == 0 || n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
@@ -158,6 +200,16 @@ pub fn attention(
     // to the group.
     unsafe { launch(gpu, K, grid, THREADS, &args) }?;
 
+    if let Some(xq) = xq {
+        return combine_q8k(
+            gpu,
+            (acc, ml, out, xq),
+            pos0_u,
+            n_tok,
+            (n_head, head_dim),
+            (chunks, chunk),
+        );
+    }
     const KC: &str = "ops_attn_combine";
     let args = [
         Arg::Ptr(acc.ptr()),
@@ -180,6 +232,46 @@ pub fn attention(
     // written by the partial launch before it on the same stream, and writes out row t, head h
     // (checked: n_tok·n_head·hd floats).
     unsafe { launch(gpu, KC, grid, THREADS, &args) }
+}
+
+/// The merge of one token's chunks fused with the `Q8_K` quantization of the output.
+fn combine_q8k(
+    gpu: &Gpu,
+    (acc, ml, out, xq): (DevSpan, DevSpan, DevSpan, DevSpan),
+    pos0: u32,
+    n_tok: usize,
+    (n_head, head_dim): (usize, usize),
+    (chunks, chunk): (usize, usize),
+) -> Result<()> {
+    const K: &str = "ops_attn_combine_q8k";
+    if n_tok != 1 || !can_quantize(n_head, head_dim) {
+        return Err(invalid(
+            K,
+            format!("{n_tok} tokens, {n_head} heads of {head_dim}"),
+        ));
+    }
+    let runs = n_head * head_dim / 256;
+    xq.need(K, "xq", runs * XBS_DECODE)?;
+    if xq.ptr() % 16 != 0 {
+        return Err(invalid(K, "misaligned xq"));
+    }
+    let args = [
+        Arg::Ptr(acc.ptr()),
+        Arg::Ptr(ml.ptr()),
+        Arg::Ptr(out.ptr()),
+        Arg::Ptr(xq.ptr()),
+        Arg::U32(pos0),
+        Arg::I32(to_i32(K, "n_head", n_head)?),
+        Arg::I32(to_i32(K, "head_dim", head_dim)?),
+        Arg::I32(to_i32(K, "chunks", chunks)?),
+        Arg::I32(to_i32(K, "chunk", chunk)?),
+    ];
+    // SAFETY: (part_acc, part_ml, out, xq, u32 pos0, int n_head, int hd, int n_chunks, int
+    // chunk) as declared. Block b reads the chunks c < ceil((pos0 + 1) / chunk) = chunks of
+    // the heads of outputs 256b .. 256b + 256 (written by the partial launch before it on the
+    // same stream, in spans the caller checked for this shape), writes those outputs (out holds
+    // n_head·hd floats, checked by the caller) and Q8_K block b of xq (runs blocks, checked).
+    unsafe { launch(gpu, K, (to_u32(K, "runs", runs)?, 1, 1), 256, &args) }
 }
 
 #[cfg(test)]

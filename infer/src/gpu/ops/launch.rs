@@ -29,6 +29,7 @@ pub(crate) const PDL_KERNELS: &[&str] = &[
     "ops_rope_kv",
     "ops_attn_partial",
     "ops_attn_combine",
+    "ops_attn_combine_q8k",
     "ops_add_bias",
     "ops_copy",
     "quant_act_q8_k",
