@@ -192,13 +192,17 @@ __device__ __forceinline__ float row_part(u32 ty, const u8* wr, const u8* x, uns
 
 // Up to three products with the same Q8_K activation row x (nsb blocks): segment i has
 // weights w_i (type (flags >> 2i) & 3), rows_i rows, output y_i; bit 8 + i of flags: add the
-// product to y_i instead of storing it (the residual stream). A warp per row of the
-// concatenated segments.
+// product to y_i instead of storing it (the residual stream). `split` (1, 2, 4 or 8) warps share
+// a row of the concatenated segments, each taking a contiguous run of its super-blocks; their
+// sums are added in warp order.
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     fast_mv(const u8* __restrict__ x, u32 nsb, const u8* w0, float* y0, u32 rows0, const u8* w1,
-            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 xbs) {
-    const unsigned lane = threadIdx.x & 31;
-    unsigned row = blockIdx.x * FAST_WARPS + (threadIdx.x >> 5);
+            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 split,
+            u32 xbs) {
+    __shared__ float part[FAST_WARPS];
+    const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    unsigned row = blockIdx.x * (FAST_WARPS / split) + wid / split;
+    const unsigned piece = wid % split;
     const u8* w = w0;
     float* y = y0;
     u32 seg = 3;
@@ -209,16 +213,26 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     } else if (row < rows0 + rows1 + rows2) {
         row -= rows0 + rows1, w = w2, y = y2, seg = 2;
     }
+    float acc = 0.f;
     const u32 ty = (flags >> (2 * (seg % 3))) & 3u;
+    const unsigned per = (nsb + split - 1) / split;
+    const unsigned s0 = min(nsb, piece * per), s1 = min(nsb, s0 + per);
     const unsigned bs = fastmv::block_bytes(ty);
-    const u8* wr = w + (size_t)row * nsb * bs;
+    const u8* wr = w + ((size_t)row * nsb + s0) * bs;
     // the weights are no earlier kernel's output: ask for them before waiting for x
-    if (seg < 3) prefetch_l2(wr, (u64)nsb * bs, lane);
+    if (seg < 3) prefetch_l2(wr, (u64)(s1 - s0) * bs, lane);
     pdl_wait();
     pdl_launch();
-    if (seg >= 3) return;
-    const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs));
-    if (lane == 0) y[row] = (flags >> (8 + seg)) & 1u ? __fadd_rn(y[row], acc) : acc;
+    if (seg < 3) {
+        acc = warp_sum(fastmv::row_part(ty, wr, x + (size_t)s0 * xbs, s1 - s0, lane, xbs));
+    }
+    if (split > 1) {
+        if (lane == 0) part[wid] = acc;
+        __syncthreads();
+        if (piece != 0) return;
+        for (unsigned p = 1; p < split; ++p) acc += part[wid + p];
+    }
+    if (seg < 3 && lane == 0) y[row] = (flags >> (8 + seg)) & 1u ? __fadd_rn(y[row], acc) : acc;
 }
 
 // SwiGLU of two products with the same Q8_K activation row: out[r] = silu(G x)[r] * (U x)[r]
