@@ -693,32 +693,21 @@ impl GpuEngine {
         };
 
         gpu.sync()?;
-        let ev_start = gpu
-            .context()
-            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
-            .map_err(drv("cuEventCreate"))?;
-        let ev_end = gpu
-            .context()
-            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
-            .map_err(drv("cuEventCreate"))?;
-        let layers_done = gpu
-            .context()
-            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
-            .map_err(drv("cuEventCreate"))?;
+        let event = |flags| {
+            gpu.context()
+                .new_event(Some(flags))
+                .map_err(drv("cuEventCreate"))
+        };
+        let blocking = sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC;
+        let ev_start = event(blocking)?;
+        let ev_end = event(blocking)?;
+        let layers_done = event(blocking)?;
         // no blocking-sync flag: the host polls it
-        let copied = gpu
-            .context()
-            .new_event(Some(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING))
-            .map_err(drv("cuEventCreate"))?;
+        let copied = event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
         let id_host = ctx.alloc(BufferKind::Pinned, 4096)?;
-        let mut ahead = Vec::with_capacity(AHEAD);
-        for _ in 0..AHEAD {
-            ahead.push(
-                gpu.context()
-                    .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
-                    .map_err(drv("cuEventCreate"))?,
-            );
-        }
+        let ahead = (0..AHEAD)
+            .map(|_| event(blocking))
+            .collect::<Result<Vec<_>>>()?;
         let mut engine = GpuEngine {
             gpu,
             hp,
