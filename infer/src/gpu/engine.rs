@@ -449,7 +449,7 @@ pub struct GpuEngine {
     /// ring: the host sleeps on the one of `AHEAD` points ago before enqueueing more, so it
     /// never runs far ahead of the GPU (a full launch queue makes the driver spin a core).
     ahead: Vec<CudaEvent>,
-    layers_enqueued: u64,
+    throttle_points: u64,
     fixed_vram: u64,
     /// Layers the CPU computes, with the hidden state's host copy.
     cpu: Option<CpuLayers>,
@@ -736,7 +736,7 @@ impl GpuEngine {
             copied,
             id_host,
             ahead,
-            layers_enqueued: 0,
+            throttle_points: 0,
             fixed_vram: fixed,
             cpu: None,
             host_x: Vec::new(),
@@ -1303,6 +1303,7 @@ impl GpuEngine {
             && m.gate.rows == m.up.rows
             && m.down.cols == m.gate.rows
             && m.wo.rows == hp.n_embd
+            && m.wo.cols == hp.n_head * hp.head_dim
             && m.down.rows == hp.n_embd
             && hp.n_rot > 0
     }
@@ -1372,33 +1373,14 @@ impl GpuEngine {
             factors,
             hp.rope_mode,
         )?;
-        if gops::can_quantize(hp.n_head, hd) && m.wo.cols == hp.n_head * hd {
-            // the merge quantizes the output for wo (one launch fewer)
-            gops::attention_q8k(
-                &self.gpu,
-                (q, kc, vc, att, self.acts.ws.span()),
-                self.pos,
-                (hp.n_head, hp.n_head_kv, hd),
-                scale,
-                xq,
-            )?;
-        } else {
-            gops::attention(
-                &self.gpu,
-                q,
-                kc,
-                vc,
-                att,
-                self.acts.ws.span(),
-                1,
-                self.pos,
-                hp.n_head,
-                hp.n_head_kv,
-                hd,
-                scale,
-            )?;
-            fast::quantize_decode(&self.gpu, att.sub(0, f32_bytes(m.wo.cols))?, m.wo.cols, xq)?;
-        }
+        gops::attention_q8k(
+            &self.gpu,
+            (q, kc, vc, att, self.acts.ws.span()),
+            self.pos,
+            (hp.n_head, hp.n_head_kv, hd),
+            scale,
+            xq,
+        )?;
         fast::matvecs(
             &self.gpu,
             xq,
@@ -1756,7 +1738,7 @@ impl GpuEngine {
     /// A throttle point: the host sleeps until the GPU has passed the one `AHEAD` points ago,
     /// then marks this one.
     fn throttle(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
-        let nth = self.layers_enqueued;
+        let nth = self.throttle_points;
         let ring = usize::try_from(nth % AHEAD as u64).unwrap_or(0);
         if nth >= AHEAD as u64 {
             self.ahead[ring]
@@ -1766,7 +1748,7 @@ impl GpuEngine {
         self.ahead[ring]
             .record(stream)
             .map_err(drv("cuEventRecord"))?;
-        self.layers_enqueued += 1;
+        self.throttle_points += 1;
         Ok(())
     }
 

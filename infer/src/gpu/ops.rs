@@ -16,10 +16,10 @@ mod attention_model;
 #[cfg(test)]
 mod sample_model;
 
+pub(crate) use attention::attention_q8k;
 pub use attention::{
     attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
 };
-pub(crate) use attention::{attention_q8k, can_quantize};
 pub use elementwise::{
     add, add_bias, copy_words, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu,
 };

@@ -39,7 +39,7 @@ def main(path, tokens=11):
     a = sel[-2]
     t0 = kernels[a][1]
     t1 = kernels[min(a + 3, len(kernels) - 1)][1]
-    print(f'token boundary (us from the argmax end)')
+    print('token boundary (us from the argmax end)')
     events = [k for k in kernels[a - 1:a + 4]] + [o for o in other if o[1] >= t0 - 20000 and o[0] <= t1]
     for e in sorted(events):
         print(f'{(e[0] - t0) / 1e3:9.2f} {(e[1] - t0) / 1e3:9.2f} {e[2]}')

@@ -4,7 +4,7 @@
 //! chunks. No shared-memory bound on the context: any length works.
 
 use super::launch::{invalid, launch, product, to_i32, to_u32, Arg};
-use crate::gpu::fast::XBS_DECODE;
+use crate::gpu::fast::{quantize_decode, XBS_DECODE};
 use crate::gpu::{DevSpan, Gpu, Result};
 
 /// Most positions per chunk (`OP_ATT_CHUNK` in `kernels/ops.cu`): the chunk of a
@@ -92,24 +92,31 @@ pub fn attention(
     )
 }
 
-/// Whether [`attention_q8k`] takes `n_head` heads of `head_dim`: runs of 256 outputs made of
-/// whole heads.
-pub(crate) fn can_quantize(n_head: usize, head_dim: usize) -> bool {
+/// Whether the merge can quantize `n_head` heads of `head_dim` itself: runs of 256 outputs
+/// made of whole heads.
+fn can_quantize(n_head: usize, head_dim: usize) -> bool {
     head_dim > 0 && 256 % head_dim == 0 && n_head * head_dim % 256 == 0
 }
 
-/// [`attention`] of one token (position `pos0`) whose merge launch also quantizes the output
-/// into `xq`: `Q8_K` blocks in the decode layout, what [`crate::gpu::fast::quantize_decode`]
-/// of `out` would write ([`can_quantize`] shapes only).
+/// [`attention`] of one token (position `pos0`) with its output also quantized into `xq`:
+/// `Q8_K` blocks in the decode layout, what [`quantize_decode`] of `out` writes. Where heads
+/// make whole runs of 256 outputs the merge launch quantizes them (one launch fewer), else
+/// [`quantize_decode`] follows the merge.
 pub(crate) fn attention_q8k(
     gpu: &Gpu,
     spans: (DevSpan, DevSpan, DevSpan, DevSpan, DevSpan),
     pos0: usize,
-    heads: (usize, usize, usize),
+    (n_head, n_head_kv, head_dim): (usize, usize, usize),
     scale: f32,
     xq: DevSpan,
 ) -> Result<()> {
-    attend(gpu, spans, 1, pos0, heads, scale, Some(xq))
+    let heads = (n_head, n_head_kv, head_dim);
+    if can_quantize(n_head, head_dim) {
+        return attend(gpu, spans, 1, pos0, heads, scale, Some(xq));
+    }
+    attend(gpu, spans, 1, pos0, heads, scale, None)?;
+    let width = n_head * head_dim;
+    quantize_decode(gpu, spans.3.sub(0, 4 * width)?, width, xq)
 }
 
 /// The partial and merge launches; with `xq`, the merge that quantizes (one token).
