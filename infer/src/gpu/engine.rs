@@ -1373,6 +1373,12 @@ impl GpuEngine {
             factors,
             hp.rope_mode,
         )?;
+        // `x += W xq` (the output and down projections)
+        let gpu = &self.gpu;
+        let into_residual = |t: TRef| -> Result<()> {
+            fast::matvecs(gpu, xq, fast::XBS_DECODE, t.cols, &[prod(t, x, true)?])
+                .map_err(Into::into)
+        };
         gops::attention_q8k(
             &self.gpu,
             (q, kc, vc, att, self.acts.ws.span()),
@@ -1381,13 +1387,7 @@ impl GpuEngine {
             scale,
             xq,
         )?;
-        fast::matvecs(
-            &self.gpu,
-            xq,
-            fast::XBS_DECODE,
-            m.wo.cols,
-            &[prod(m.wo, x, true)?],
-        )?;
+        into_residual(m.wo)?;
         self.memo = None;
         gops::rms_norm_q8k(
             &self.gpu,
@@ -1415,13 +1415,7 @@ impl GpuEngine {
             m.down.cols,
             xq,
         )?;
-        fast::matvecs(
-            &self.gpu,
-            xq,
-            fast::XBS_DECODE,
-            m.down.cols,
-            &[prod(m.down, x, true)?],
-        )?;
+        into_residual(m.down)?;
         self.memo = None;
         Ok(())
     }
