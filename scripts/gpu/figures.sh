@@ -32,7 +32,8 @@
 #   r8b2g      8B at --vram-budget 2G: --split auto, gpu, cpu (issue 8)
 #   cpu        CPU decode of the 8B shape, llmstream and llama.cpp, FIG_THREADS threads (issue 8)
 #   tests      the GPU test binaries in .dev/tests (scripts/gpu/prepare.sh), with SmolLM2 from
-#              $FIG_DIR/models when scripts/gpu/join-smol.sh put it there
+#              $FIG_DIR/models when scripts/gpu/join-smol.sh put it there (the synthetic models'
+#              tests take the tokenizer from $FIG_TOKENIZER without it)
 # Output under $OUT (else ./figures-out): figures.log, figures.jsonl (one object per
 # measurement, tagged with its step) and summary.txt (scripts/gpu/summarize.py).
 set -u -o pipefail
@@ -176,7 +177,8 @@ if has tests; then
     [ -x "$t" ] || continue
     name=$(basename "$t")
     say "tests/$name"
-    LLMSTREAM_SHARED_DIR=$dir timeout 300 "$t" --test-threads=1 --nocapture --skip emulated \
+    LLMSTREAM_SHARED_DIR=$dir LLMSTREAM_TOKENIZER_GGUF=$tok timeout 300 "$t" --test-threads=1 \
+      --nocapture --skip emulated \
       >"$dir/test-$name.log" 2>&1
     rc=$?
     cat "$dir/test-$name.log" >>"$log"
