@@ -739,7 +739,19 @@ impl ChildClient {
             cmd.env(k, v);
         }
         adjust(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
+        // A fresh copy of the executable (a_peer_outside_the_owner_group_is_refused) can be
+        // busy for a moment: another test thread's fork inherits the copy's open descriptor
+        // until that child execs, and exec then fails with ETXTBSY. Try again briefly.
+        let mut tries = 0;
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r.unwrap(),
+            }
+        };
         let out = std::io::BufReader::new(child.stdout.take().unwrap());
         Self { child, out }
     }
