@@ -207,78 +207,69 @@ fn attend(
     // to the group.
     unsafe { launch(gpu, K, grid, THREADS, &args) }?;
 
-    if let Some(xq) = xq {
-        return combine_q8k(
-            gpu,
-            (acc, ml, out, xq),
-            pos0_u,
-            n_tok,
-            (n_head, head_dim),
-            (chunks, chunk),
-        );
-    }
-    const KC: &str = "ops_attn_combine";
-    let args = [
-        Arg::Ptr(acc.ptr()),
-        Arg::Ptr(ml.ptr()),
-        Arg::Ptr(out.ptr()),
-        Arg::U32(pos0_u),
-        Arg::I32(to_i32(KC, "n_head", n_head)?),
-        Arg::I32(to_i32(KC, "head_dim", head_dim)?),
-        Arg::I32(to_i32(KC, "chunks", chunks)?),
-        Arg::I32(to_i32(KC, "chunk", chunk)?),
-    ];
-    let grid = (
-        to_u32(KC, "n_head", n_head)?,
-        to_u32(KC, "n_tok", n_tok)?,
-        1,
-    );
-    // SAFETY: (part_acc, part_ml, out, u32 pos0, int n_head, int hd, int n_chunks, int chunk) as
-    // declared.
-    // Block (h, t) reads the chunks c < ceil((pos0 + t + 1) / chunk) ≤ chunks of (t, h), all
-    // written by the partial launch before it on the same stream, and writes out row t, head h
-    // (checked: n_tok·n_head·hd floats).
-    unsafe { launch(gpu, KC, grid, THREADS, &args) }
+    merge(
+        gpu,
+        (acc, ml, out, xq),
+        pos0_u,
+        n_tok,
+        (n_head, head_dim),
+        (chunks, chunk),
+    )
 }
 
-/// The merge of one token's chunks fused with the `Q8_K` quantization of the output.
-fn combine_q8k(
+/// The merge of the chunks (`ops_attn_combine`, block per head and token), or with `xq` for one
+/// token, the merge fused with the `Q8_K` quantization of the output (`ops_attn_combine_q8k`,
+/// block per run of 256 outputs). The two kernels take the same arguments, `xq` fourth.
+fn merge(
     gpu: &Gpu,
-    (acc, ml, out, xq): (DevSpan, DevSpan, DevSpan, DevSpan),
+    (acc, ml, out, xq): (DevSpan, DevSpan, DevSpan, Option<DevSpan>),
     pos0: u32,
     n_tok: usize,
     (n_head, head_dim): (usize, usize),
     (chunks, chunk): (usize, usize),
 ) -> Result<()> {
-    const K: &str = "ops_attn_combine_q8k";
-    if n_tok != 1 || !can_quantize(n_head, head_dim) {
-        return Err(invalid(
-            K,
-            format!("{n_tok} tokens, {n_head} heads of {head_dim}"),
-        ));
+    let (k, grid, block) = match xq {
+        None => {
+            const K: &str = "ops_attn_combine";
+            let grid = (to_u32(K, "n_head", n_head)?, to_u32(K, "n_tok", n_tok)?, 1);
+            (K, grid, THREADS)
+        }
+        Some(xq) => {
+            const K: &str = "ops_attn_combine_q8k";
+            if n_tok != 1 || !can_quantize(n_head, head_dim) {
+                return Err(invalid(
+                    K,
+                    format!("{n_tok} tokens, {n_head} heads of {head_dim}"),
+                ));
+            }
+            let runs = n_head * head_dim / 256;
+            xq.need(K, "xq", runs * XBS_DECODE)?;
+            if xq.ptr() % 16 != 0 {
+                return Err(invalid(K, "misaligned xq"));
+            }
+            (K, (to_u32(K, "runs", runs)?, 1, 1), 256)
+        }
+    };
+    let mut args = vec![Arg::Ptr(acc.ptr()), Arg::Ptr(ml.ptr()), Arg::Ptr(out.ptr())];
+    if let Some(xq) = xq {
+        args.push(Arg::Ptr(xq.ptr()));
     }
-    let runs = n_head * head_dim / 256;
-    xq.need(K, "xq", runs * XBS_DECODE)?;
-    if xq.ptr() % 16 != 0 {
-        return Err(invalid(K, "misaligned xq"));
-    }
-    let args = [
-        Arg::Ptr(acc.ptr()),
-        Arg::Ptr(ml.ptr()),
-        Arg::Ptr(out.ptr()),
-        Arg::Ptr(xq.ptr()),
+    args.extend([
         Arg::U32(pos0),
-        Arg::I32(to_i32(K, "n_head", n_head)?),
-        Arg::I32(to_i32(K, "head_dim", head_dim)?),
-        Arg::I32(to_i32(K, "chunks", chunks)?),
-        Arg::I32(to_i32(K, "chunk", chunk)?),
-    ];
-    // SAFETY: (part_acc, part_ml, out, xq, u32 pos0, int n_head, int hd, int n_chunks, int
-    // chunk) as declared. Block b reads the chunks c < ceil((pos0 + 1) / chunk) = chunks of
-    // the heads of outputs 256b .. 256b + 256 (written by the partial launch before it on the
-    // same stream, in spans the caller checked for this shape), writes those outputs (out holds
-    // n_head·hd floats, checked by the caller) and Q8_K block b of xq (runs blocks, checked).
-    unsafe { launch(gpu, K, (to_u32(K, "runs", runs)?, 1, 1), 256, &args) }
+        Arg::I32(to_i32(k, "n_head", n_head)?),
+        Arg::I32(to_i32(k, "head_dim", head_dim)?),
+        Arg::I32(to_i32(k, "chunks", chunks)?),
+        Arg::I32(to_i32(k, "chunk", chunk)?),
+    ]);
+    // SAFETY: (part_acc, part_ml, out, [xq,] u32 pos0, int n_head, int hd, int n_chunks, int
+    // chunk) as each kernel declares. ops_attn_combine: block (h, t) reads the chunks
+    // c < ceil((pos0 + t + 1) / chunk) ≤ chunks of (t, h) and writes out row t, head h.
+    // ops_attn_combine_q8k (one token): block b reads the chunks of the heads of outputs
+    // 256b .. 256b + 256 and writes those outputs and Q8_K block b of xq (runs blocks, checked
+    // above). The chunks were written by the partial launch before it on the same stream, in
+    // spans the caller checked for this shape, and out holds n_tok·n_head·hd floats (checked
+    // by the caller).
+    unsafe { launch(gpu, k, grid, block, &args) }
 }
 
 #[cfg(test)]
