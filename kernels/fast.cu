@@ -86,19 +86,21 @@ __device__ __forceinline__ uint4 shr4(uint4 v, u32 s) {
 
 // Q4_K weights (144-byte super-blocks). Four lanes per super-block: lane l takes super-block
 // s = 8i + l/4 and in it sub-blocks 2j and 2j+1 (j = l%4): the 32 bytes qs[32j ..] (low
-// nibbles: sub-block 2j, high: 2j+1) against activation quants 64j .. 64j + 64. Returns the
-// lane's partial sum (the caller reduces the warp).
-template <bool X16>
-__device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* __restrict__ x,
-                                          unsigned nsb, unsigned lane) {
-    const unsigned j = lane & 3;
-    float acc = 0.f;
-#pragma unroll 2
-    for (unsigned s = lane >> 2; s < nsb; s += 8) {
+// nibbles: sub-block 2j, high: 2j+1) against activation quants 64j .. 64j + 64. A step is one
+// super-block of a lane: its weights (load) and its share of the dot product (dot).
+struct Q4Step {
+    uint4 H, q0, q1;
+    __device__ __forceinline__ void load(const u8* __restrict__ wr, unsigned s, unsigned lane) {
+        const unsigned j = lane & 3;
         const u8* b = wr + (size_t)s * 144u;
-        const uint4 H = __ldg((const uint4*)b);
-        const uint4 q0 = __ldg((const uint4*)(b + 16 + 32 * j));
-        const uint4 q1 = __ldg((const uint4*)(b + 32 + 32 * j));
+        H = __ldg((const uint4*)b);
+        q0 = __ldg((const uint4*)(b + 16 + 32 * j));
+        q1 = __ldg((const uint4*)(b + 32 + 32 * j));
+    }
+    template <bool X16>
+    __device__ __forceinline__ float dot(const u8* __restrict__ x, unsigned s,
+                                         unsigned lane) const {
+        const unsigned j = lane & 3;
         const u8* xb = x + (size_t)s * XL<X16>::BS;
         const float xd = __ldg((const float*)xb);
         const u8* xa = xb + XL<X16>::Q + 64 * j;
@@ -115,11 +117,10 @@ __device__ __forceinline__ float row_q4_k(const u8* __restrict__ wr, const u8* _
         const int s01 = (int)(short)(b01 & 0xFFFFu) + (int)(short)(b01 >> 16);
         const int s23 = (int)(short)(b23 & 0xFFFFu) + (int)(short)(b23 >> 16);
         const int mins = m1 * s01 + m2 * s23;
-        acc += xd * (h2f((u16)(H.x & 0xFFFFu)) * (float)(sc1 * sa + sc2 * sb) -
+        return xd * (h2f((u16)(H.x & 0xFFFFu)) * (float)(sc1 * sa + sc2 * sb) -
                      h2f((u16)(H.x >> 16)) * (float)mins);
     }
-    return acc;
-}
+};
 
 __device__ __forceinline__ int sub32s(u32 v) { return (int)__vsubss4(v, 0x20202020u); }
 __device__ __forceinline__ uint4 q6_quarter(uint4 ql, uint4 qh, unsigned lsh, unsigned hsh) {
@@ -136,21 +137,24 @@ __device__ __forceinline__ uint4 q6_quarter(uint4 ql, uint4 qh, unsigned lsh, un
 // lane l takes super-block s = 8i + l/4, and in it half n = (l%4)/2 and positions
 // l0 = 16(l%2) .. l0+16 of its four quarters: ql bytes 64n + l0 (quarters 0, 2) and
 // 64n + 32 + l0 (1, 3), qh bytes 128 + 32n + l0 (two bits per quarter), scales 192 + 8n.
-template <bool X16>
-__device__ __forceinline__ float row_q6_k(const u8* __restrict__ wr, const u8* __restrict__ x,
-                                          unsigned nsb, unsigned lane) {
-    const unsigned t = lane & 3, n = t >> 1, l0 = 16 * (t & 1);
-    const u32 sh0 = 8u * (t & 1), sh1 = sh0 + 16u;
-    float acc = 0.f;
-#pragma unroll 2
-    for (unsigned s = lane >> 2; s < nsb; s += 8) {
+struct Q6Step {
+    uint4 qa, qb, qh;
+    u32 sw0, sw1;
+    float dw;
+    __device__ __forceinline__ void load(const u8* __restrict__ wr, unsigned s, unsigned lane) {
+        const unsigned t = lane & 3, n = t >> 1, l0 = 16 * (t & 1);
         const u8* P = wr + (size_t)s * 210u;
-        const uint4 qa = ld16_a2(P + 64 * n + l0);
-        const uint4 qb = ld16_a2(P + 64 * n + 32 + l0);
-        const uint4 qh = ld16_a2(P + 128 + 32 * n + l0);
-        u32 sw0, sw1;
+        qa = ld16_a2(P + 64 * n + l0);
+        qb = ld16_a2(P + 64 * n + 32 + l0);
+        qh = ld16_a2(P + 128 + 32 * n + l0);
         ld8_a2(P + 192 + 8 * n, sw0, sw1);
-        const float dw = h2f(__ldg((const u16*)(P + 208)));
+        dw = h2f(__ldg((const u16*)(P + 208)));
+    }
+    template <bool X16>
+    __device__ __forceinline__ float dot(const u8* __restrict__ x, unsigned s,
+                                         unsigned lane) const {
+        const unsigned t = lane & 3, n = t >> 1, l0 = 16 * (t & 1);
+        const u32 sh0 = 8u * (t & 1), sh1 = sh0 + 16u;
         const u8* xb = x + (size_t)s * XL<X16>::BS;
         const float xd = __ldg((const float*)xb);
         const u8* xq = xb + XL<X16>::Q + 128 * n + l0;
@@ -162,10 +166,9 @@ __device__ __forceinline__ float row_q6_k(const u8* __restrict__ wr, const u8* _
                          (int)(signed char)(u8)(sw0 >> sh1) * d1 +
                          (int)(signed char)(u8)(sw1 >> sh0) * d2 +
                          (int)(signed char)(u8)(sw1 >> sh1) * d3;
-        acc += xd * dw * (float)isum;
+        return xd * dw * (float)isum;
     }
-    return acc;
-}
+};
 
 // Weight type codes of the fast kernels, and their super-block bytes.
 #define FAST_Q4_K 0u
@@ -174,65 +177,155 @@ __device__ __forceinline__ unsigned block_bytes(u32 ty) {
     return ty == FAST_Q6_K ? 210u : 144u;
 }
 
-template <bool X16>
+// What a row calls once its first step's weights are asked for: the wait for the earlier
+// kernels (common.cuh: the weights are no earlier kernel's output, the activations are).
+struct PdlWait {
+    __device__ __forceinline__ void operator()() const {
+        pdl_wait();
+        pdl_launch();
+    }
+};
+
+// A lane's partial sum of a row of nsb super-blocks (the caller reduces the warp): its steps
+// s, s + 8, ... (s = lane / 4) added in that order; the first step's weights are loaded before
+// `wait`, so that for a kernel's first blocks they arrive while the earlier kernel still runs
+// and only the activations' loads follow the wait.
+template <class St, bool X16, class W>
+__device__ __forceinline__ float row_steps(const u8* __restrict__ wr, const u8* __restrict__ x,
+                                           unsigned nsb, unsigned lane, W wait) {
+    const unsigned s0 = lane >> 2;
+    St a;
+    if (s0 < nsb) a.load(wr, s0, lane);
+    wait();
+    float acc = 0.f;
+    if (s0 < nsb) acc += a.template dot<X16>(x, s0, lane);
+#pragma unroll 2
+    for (unsigned s = s0 + 8; s < nsb; s += 8) {
+        St b;
+        b.load(wr, s, lane);
+        acc += b.template dot<X16>(x, s, lane);
+    }
+    return acc;
+}
+
+template <bool X16, class W>
 __device__ __forceinline__ float row_any(u32 ty, const u8* wr, const u8* x, unsigned nsb,
-                                         unsigned lane) {
-    return ty == FAST_Q6_K ? row_q6_k<X16>(wr, x, nsb, lane) : row_q4_k<X16>(wr, x, nsb, lane);
+                                         unsigned lane, W wait) {
+    return ty == FAST_Q6_K ? row_steps<Q6Step, X16>(wr, x, nsb, lane, wait)
+                           : row_steps<Q4Step, X16>(wr, x, nsb, lane, wait);
 }
 // A row's partial sum for activation blocks of xbs bytes (304: the decode layout, else 292).
+template <class W>
 __device__ __forceinline__ float row_part(u32 ty, const u8* wr, const u8* x, unsigned nsb,
-                                          unsigned lane, u32 xbs) {
-    return xbs == 304u ? row_any<true>(ty, wr, x, nsb, lane)
-                       : row_any<false>(ty, wr, x, nsb, lane);
+                                          unsigned lane, u32 xbs, W wait) {
+    return xbs == 304u ? row_any<true>(ty, wr, x, nsb, lane, wait)
+                       : row_any<false>(ty, wr, x, nsb, lane, wait);
 }
 
 }  // namespace fastmv
 
 #define FAST_WARPS 8
 
-// Up to three products with the same Q8_K activation row x (nsb blocks): segment i has
-// weights w_i (type (flags >> 2i) & 3), rows_i rows, output y_i; bit 8 + i of flags: add the
-// product to y_i instead of storing it (the residual stream). `split` (1, 2, 4 or 8) warps share
-// a row of the concatenated segments, each taking a contiguous run of its super-blocks; their
-// sums are added in warp order.
+// Row 8b + w of the concatenated segments of a product launch (block b, warp w): its weights,
+// output, type, segment (3: past the end) and row in the segment.
+struct FastRow {
+    const u8* w;
+    float* y;
+    u32 seg, row, ty;
+};
+__device__ __forceinline__ FastRow fast_row(unsigned warp, u32 nsb, const u8* w0, float* y0,
+                                            u32 rows0, const u8* w1, float* y1, u32 rows1,
+                                            const u8* w2, float* y2, u32 rows2, u32 flags) {
+    unsigned row = blockIdx.x * FAST_WARPS + warp;
+    FastRow r{w0, y0, 3u, row, 0u};
+    if (row < rows0) {
+        r.seg = 0;
+    } else if (row < rows0 + rows1) {
+        r.row = row - rows0, r.w = w1, r.y = y1, r.seg = 1;
+    } else if (row < rows0 + rows1 + rows2) {
+        r.row = row - rows0 - rows1, r.w = w2, r.y = y2, r.seg = 2;
+    }
+    r.ty = (flags >> (2 * (r.seg % 3))) & 3u;
+    r.w += (size_t)r.row * nsb * fastmv::block_bytes(r.ty);
+    return r;
+}
+
+// Rotary embedding and KV-cache store in the epilogue of the Q, K, V products (segments 0, 1,
+// 2; kc null: none): ops_rope_kv's arithmetic in normal mode, whose pairs are adjacent rows
+// (rows0 and rows1 whole heads of hd, an even number; rope = hd | n_rot << 16). Before the
+// wait (pos and the factors are no earlier kernel's output), thread t < 4 takes the angle of
+// the block's pair t.
+struct FastRope {
+    u16* kc;
+    u16* vc;
+    u32 pos, rope;
+    float theta_scale, freq_scale;
+    const float* factors;
+};
+__device__ __forceinline__ bool fast_rotated(const FastRow& r, const FastRope& rp) {
+    const u32 hd = rp.rope & 0xFFFFu, half = rp.rope >> 17;
+    return r.seg < 2 && (r.row % hd) / 2 < half;
+}
+__device__ __forceinline__ void fast_rope_angles(const FastRope& rp, const FastRow& r, float* cs,
+                                                 float* sn) {
+    if (rp.kc == nullptr || threadIdx.x >= FAST_WARPS / 2 || !fast_rotated(r, rp)) return;
+    op_rope_angle(rp.pos, (int)((r.row % (rp.rope & 0xFFFFu)) / 2), rp.theta_scale,
+                  rp.freq_scale, rp.factors, cs[threadIdx.x], sn[threadIdx.x]);
+}
+// The block's results: y[row] (+)= acc (bit 8 + segment of flags: add), or with the epilogue
+// above, the rotated values (and the f16 cache rows of K and V at pos, widths rows1, rows2).
+// `pair` is the row of warp 2t (thread t < 4) and `own` that of warp t (thread t < 8).
+__device__ __forceinline__ void fast_store(float acc, const FastRow& r, const FastRow& own,
+                                           u32 flags, const FastRope& rp, u32 rows1, u32 rows2,
+                                           float* part, const float* cs, const float* sn) {
+    const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    if (rp.kc == nullptr) {
+        if (r.seg < 3 && lane == 0)
+            r.y[r.row] = (flags >> (8 + r.seg)) & 1u ? __fadd_rn(r.y[r.row], acc) : acc;
+        return;
+    }
+    if (lane == 0) part[wid] = acc;
+    __syncthreads();  // the block's sums (and the angles) are visible to its first warp
+    const unsigned t = threadIdx.x;
+    if (t >= FAST_WARPS || own.seg >= 3) return;
+    float o = part[t];
+    if (fast_rotated(own, rp)) {
+        const float a = part[t & ~1u], b = part[t | 1u], c = cs[t / 2], s = sn[t / 2];
+        o = (t & 1u) ? __fadd_rn(__fmul_rn(a, s), __fmul_rn(b, c))
+                     : __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    }
+    own.y[own.row] = o;
+    if (own.seg == 1) rp.kc[(u64)rp.pos * rows1 + own.row] = f2h(o);
+    if (own.seg == 2) rp.vc[(u64)rp.pos * rows2 + own.row] = f2h(o);
+}
+
+// Up to three products with the same Q8_K activation row x (nsb blocks of xbs bytes): segment
+// i has weights w_i (type (flags >> 2i) & 3), rows_i rows, output y_i; bit 8 + i of flags: add
+// the product to y_i instead of storing it (the residual stream). One warp per row of the
+// concatenated segments; the epilogue of fast_store.
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     fast_mv(const u8* __restrict__ x, u32 nsb, const u8* w0, float* y0, u32 rows0, const u8* w1,
-            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 split,
-            u32 xbs) {
-    __shared__ float part[FAST_WARPS];
+            float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 xbs,
+            u16* kc, u16* vc, u32 pos, u32 rope, float theta_scale, float freq_scale,
+            const float* factors) {
+    __shared__ float part[FAST_WARPS], cs[FAST_WARPS / 2], sn[FAST_WARPS / 2];
     const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    unsigned row = blockIdx.x * (FAST_WARPS / split) + wid / split;
-    const unsigned piece = wid % split;
-    const u8* w = w0;
-    float* y = y0;
-    u32 seg = 3;
-    if (row < rows0) {
-        seg = 0;
-    } else if (row < rows0 + rows1) {
-        row -= rows0, w = w1, y = y1, seg = 1;
-    } else if (row < rows0 + rows1 + rows2) {
-        row -= rows0 + rows1, w = w2, y = y2, seg = 2;
-    }
-    float acc = 0.f;
-    const u32 ty = (flags >> (2 * (seg % 3))) & 3u;
-    const unsigned per = (nsb + split - 1) / split;
-    const unsigned s0 = min(nsb, piece * per), s1 = min(nsb, s0 + per);
-    const unsigned bs = fastmv::block_bytes(ty);
-    const u8* wr = w + ((size_t)row * nsb + s0) * bs;
+    const FastRope rp{kc, vc, pos, rope, theta_scale, freq_scale, factors};
+    const FastRow r = fast_row(wid, nsb, w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, flags);
+    const FastRow pair = fast_row(2 * (threadIdx.x % (FAST_WARPS / 2)), nsb, w0, y0, rows0, w1,
+                                  y1, rows1, w2, y2, rows2, flags);
+    fast_rope_angles(rp, pair, cs, sn);
+    const unsigned bs = fastmv::block_bytes(r.ty);
     // the weights are no earlier kernel's output: ask for them before waiting for x
-    if (seg < 3) prefetch_l2(wr, (u64)(s1 - s0) * bs, lane);
-    pdl_wait();
-    pdl_launch();
-    if (seg < 3) {
-        acc = warp_sum(fastmv::row_part(ty, wr, x + (size_t)s0 * xbs, s1 - s0, lane, xbs));
-    }
-    if (split > 1) {
-        if (lane == 0) part[wid] = acc;
-        __syncthreads();
-        if (piece != 0) return;
-        for (unsigned p = 1; p < split; ++p) acc += part[wid + p];
-    }
-    if (seg < 3 && lane == 0) y[row] = (flags >> (8 + seg)) & 1u ? __fadd_rn(y[row], acc) : acc;
+    if (r.seg < 3) prefetch_l2(r.w, (u64)nsb * bs, lane);
+    float acc = 0.f;
+    if (r.seg < 3)
+        acc = warp_sum(fastmv::row_part(r.ty, r.w, x, nsb, lane, xbs, fastmv::PdlWait{}));
+    else
+        fastmv::PdlWait{}();  // pdl_wait(), pdl_launch()
+    const FastRow own = fast_row(threadIdx.x % FAST_WARPS, nsb, w0, y0, rows0, w1, y1, rows1,
+                                 w2, y2, rows2, flags);
+    fast_store(acc, r, own, flags, rp, rows1, rows2, part, cs, sn);
 }
 
 // SwiGLU of two products with the same Q8_K activation row: out[r] = silu(G x)[r] * (U x)[r]
@@ -250,11 +343,11 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const u8* wr = (up ? wu : wg) + (u64)row * nsb * bs;
     // the weights are no earlier kernel's output: ask for them first
     if (row < rows) prefetch_l2(wr, (u64)nsb * bs, lane);
-    pdl_wait();
-    pdl_launch();
     if (row < rows) {
-        const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs));
+        const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs, fastmv::PdlWait{}));
         if (lane == 0) part[wid] = acc;
+    } else {
+        fastmv::PdlWait{}();  // pdl_wait(), pdl_launch()
     }
     __syncthreads();
     if (threadIdx.x < half) {

@@ -137,22 +137,25 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 }
 
 // ------------------------------------------------------------------------------ rope
-// cos and sin of the `half` rotation angles at `pos`, shared by the block: theta as ggml's rope
-// cache (position, times theta_scale once per pair, in float), divided by the llama3 factors,
-// times freq_scale; cos/sin in double, rounded to float.
+// cos and sin of rotation pair i at `pos`: theta as ggml's rope cache (position, times
+// theta_scale once per pair, in float), divided by the llama3 factor, times freq_scale; cos/sin
+// in double, rounded to float. op_rope_cache: those of the `half` pairs, shared by the block.
+__device__ __forceinline__ void op_rope_angle(u32 pos, int i, float theta_scale, float freq_scale,
+                                              const float* factors, float& c, float& s) {
+    float theta = (float)pos;
+    for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
+    const float ff = factors ? factors[i] : 1.0f;
+    const float t = __fmul_rn(freq_scale, __fdiv_rn(theta, ff));
+    double sd, cd;
+    sincos((double)t, &sd, &cd);
+    c = (float)cd;
+    s = (float)sd;
+}
 __device__ __forceinline__ void op_rope_cache(u32 pos, int half, float theta_scale,
                                               float freq_scale, const float* factors, float* cs,
                                               float* sn) {
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = (float)pos;
-        for (int j = 0; j < i; ++j) theta = __fmul_rn(theta, theta_scale);
-        const float ff = factors ? factors[i] : 1.0f;
-        const float t = __fmul_rn(freq_scale, __fdiv_rn(theta, ff));
-        double sd, cd;
-        sincos((double)t, &sd, &cd);
-        cs[i] = (float)cd;
-        sn[i] = (float)sd;
-    }
+    for (int i = threadIdx.x; i < half; i += blockDim.x)
+        op_rope_angle(pos, i, theta_scale, freq_scale, factors, cs[i], sn[i]);
 }
 
 // One block per token, in place on x[n_tok][n_heads * head_dim]. theta as ggml's rope cache:
@@ -487,6 +490,156 @@ extern "C" __global__ void __launch_bounds__(256)
     vals[threadIdx.x] = o;
     __syncthreads();
     if (threadIdx.x < 32) lsq::q8k_block(vals, xq + (u64)blockIdx.x * 304u, threadIdx.x, 16u);
+}
+
+// One token's attention in one launch, for short contexts (n_kv ≤ OP_ATT1_MAX positions) where
+// heads come in runs of 256 outputs (hd in 64, 128, 256): block b takes query heads G b ..
+// G b + G (G = 256 / hd), 1024 threads. Every load the block needs is asked for at once after
+// the wait: q, four lanes per position for the scores (each a quarter of the head, positions
+// t/4 + 256i; one K row for heads that share their kv head), and for the weighted sum of V a
+// column of 8 outputs and positions g, g + 32, ... per thread (the first OP_ATT1_VB of them in
+// registers before the softmax). Arithmetic as ops_attn_partial with one chunk (Q rounded to
+// f16, dots in float, weights exp(s - max) rounded to f16) and ops_attn_combine (times 1 / the
+// sum of the unrounded weights). With xq, the block's 256 outputs are also quantized (Q8_K,
+// the decode layout, as ops_attn_combine_q8k).
+#define OP_ATT1_MAX 512
+#define OP_ATT1_VB 4
+
+extern "C" __global__ void __launch_bounds__(1024)
+    ops_attn_one(const float* q, const u16* kc, const u16* vc, float* out, u8* xq, u32 pos0,
+                 int n_head, int n_head_kv, int hd, float scale) {
+    __shared__ __align__(16) float qs[256];
+    __shared__ float sc[4][OP_ATT1_MAX];
+    __shared__ float red[32][257];
+    __shared__ float sl[4];
+    pdl_wait();  // programmatic dependent launch (common.cuh)
+    pdl_launch();
+    const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
+    const int G = 256 / hd, group = n_head / n_head_kv;
+    const int h0 = (int)blockIdx.x * G;
+    const int nkv = (int)pos0 + 1;
+    const u64 kvw = (u64)n_head_kv * hd;
+    // V: column c (outputs 8c .. 8c + 8: head j, dims d0 ..), positions g + 32i
+    const int c = t & 31, g = t >> 5;
+    const int j = (8 * c) / hd, d0 = (8 * c) % hd;
+    const u16* vbase = vc + (u64)((h0 + j) / group) * hd;
+    uint4 vw[OP_ATT1_VB];
+#pragma unroll
+    for (int i = 0; i < OP_ATT1_VB; ++i) {
+        const int p = g + 32 * i;
+        if (p < nkv) vw[i] = __ldg((const uint4*)(vbase + (u64)p * kvw + d0));
+    }
+    if (t < 256) qs[t] = h2f(f2h(q[(u64)h0 * hd + t]));
+    __syncthreads();  // q is in shared memory
+
+    // Scores: four lanes per position, lane quarter r takes 8-wide slices r, r + 4, ...
+    const int r = t & 3, ns = hd / 32;  // slices per lane (2, 4 or 8)
+    for (int p0 = 0; p0 < nkv; p0 += 256) {
+        const int p = p0 + (t >> 2);
+        const bool live = p < nkv;
+        const u16* krow = kc + (u64)(live ? p : 0) * kvw;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int u0 = 0; u0 < ns; u0 += 4) {  // four slices in flight
+            uint4 kw[4];
+            int kh = -1;
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                if (jj >= G) break;
+                if ((h0 + jj) / group != kh) {  // the next kv head's row
+                    kh = (h0 + jj) / group;
+                    const uint4* kr = (const uint4*)(krow + (u64)kh * hd);
+#pragma unroll
+                    for (int u = 0; u < 4; ++u)
+                        if (live && u0 + u < ns) kw[u] = __ldg(kr + r + 4 * (u0 + u));
+                }
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    if (!live || u0 + u >= ns) break;
+                    float kf[8];
+                    op_unpack8(kw[u], kf);
+                    const int e = 8 * (r + 4 * (u0 + u));
+                    const float4 qa = *(const float4*)&qs[jj * hd + e];
+                    const float4 qb = *(const float4*)&qs[jj * hd + e + 4];
+                    float d = qa.x * kf[0];
+                    d = fmaf(qa.y, kf[1], d);
+                    d = fmaf(qa.z, kf[2], d);
+                    d = fmaf(qa.w, kf[3], d);
+                    d = fmaf(qb.x, kf[4], d);
+                    d = fmaf(qb.y, kf[5], d);
+                    d = fmaf(qb.z, kf[6], d);
+                    d = fmaf(qb.w, kf[7], d);
+                    acc[jj] += d;
+                }
+            }
+        }
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+            float v = acc[jj];
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            if (live && r == 0 && jj < G) sc[jj][p] = v * scale;
+        }
+    }
+    __syncthreads();  // every score is in shared memory
+
+    // Per head: max, sum of exponentials, weights rounded to f16 (warp jj).
+    if (wid < G) {
+        float m = __int_as_float(0xff800000u);
+        for (int p = lane; p < nkv; p += 32) m = fmaxf(m, sc[wid][p]);
+        m = warp_max(m);
+        float l = 0.0f;
+        for (int p = lane; p < nkv; p += 32) {
+            const float w = expf(sc[wid][p] - m);
+            l += w;
+            sc[wid][p] = h2f(f2h(w));
+        }
+        l = warp_sum(l);
+        if (lane == 0) sl[wid] = l;
+    }
+    __syncthreads();  // the weights are in shared memory
+
+    // Weighted V: the thread's positions in order, the first OP_ATT1_VB from registers.
+    float a[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    int p = g;
+#pragma unroll
+    for (int i = 0; i < OP_ATT1_VB; ++i, p += 32) {
+        if (p >= nkv) break;
+        float vf[8];
+        op_unpack8(vw[i], vf);
+        const float w = sc[j][p];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) a[e] = fmaf(w, vf[e], a[e]);
+    }
+    for (; p < nkv; p += 32 * OP_ATT1_VB) {
+#pragma unroll
+        for (int i = 0; i < OP_ATT1_VB; ++i) {
+            const int pp = p + 32 * i;
+            if (pp < nkv) vw[i] = __ldg((const uint4*)(vbase + (u64)pp * kvw + d0));
+        }
+#pragma unroll
+        for (int i = 0; i < OP_ATT1_VB; ++i) {
+            const int pp = p + 32 * i;
+            if (pp >= nkv) break;
+            float vf[8];
+            op_unpack8(vw[i], vf);
+            const float w = sc[j][pp];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) a[e] = fmaf(w, vf[e], a[e]);
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) red[g][8 * c + e] = a[e];
+    __syncthreads();  // every position group's sums are in shared memory
+    if (t < 256) {
+        float s = 0.0f;
+        for (int gg = 0; gg < 32; ++gg) s += red[gg][t];
+        const float o = s * (1.0f / sl[t / hd]);
+        out[(u64)h0 * hd + t] = o;
+        qs[t] = o;
+    }
+    if (xq == nullptr) return;
+    __syncthreads();  // the block's outputs are in shared memory
+    if (t < 32) lsq::q8k_block(qs, xq + (u64)blockIdx.x * 304u, t, 16u);
 }
 
 // ------------------------------------------------------------------------------ sampling

@@ -11,7 +11,7 @@ use super::fast;
 use super::plan::{apply_split, plan, Plan, PlanInput, Rates, Split, Tier};
 use super::{ops as gops, quant as gq, DevBuf, DevSpan, Gpu, GpuError};
 use crate::calibration::{Calibration, MachineId};
-use crate::config::HParams;
+use crate::config::{HParams, RopeMode};
 use crate::cpu_layers::CpuLayers;
 use crate::error::{InferError, Result};
 use crate::quant;
@@ -51,8 +51,9 @@ pub struct GpuConfig {
     /// Most tokens per forward call (prompts are split into chunks of this size).
     pub max_batch: usize,
     /// Decode (one token) with the fused kernels where a layer's weights allow them
-    /// (`Q4_K`/`Q6_K`): normalisation with quantization, Q/K/V in one launch, RoPE with the
-    /// cache store, attention's merge with quantization, products added to the residual
+    /// (`Q4_K`/`Q6_K`): normalisation with quantization, Q/K/V in one launch with RoPE and the
+    /// cache store in its epilogue (normal-mode RoPE, no biases; else one launch for them),
+    /// attention with quantization, products added to the residual
     /// stream, gate/up with SwiGLU; the output head's norm with quantization too. Same bits as
     /// the unfused launches; `false` (or `LLMSTREAM_FUSED=0`) runs the unfused ones.
     pub fused: bool,
@@ -1326,16 +1327,6 @@ impl GpuEngine {
         let (d, hd) = (hp.n_embd, hp.head_dim);
         let xq = self.acts.xq.span();
         self.memo = None;
-        gops::rms_norm_q8k(
-            &self.gpu,
-            x,
-            w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
-            h,
-            (xq, fast::XBS_DECODE),
-            1,
-            d,
-            hp.rms_eps,
-        )?;
         let prod = |t: TRef, y: DevSpan, accumulate: bool| -> Result<fast::Product> {
             Ok(fast::Product {
                 ty: t.ty,
@@ -1350,29 +1341,59 @@ impl GpuEngine {
             prod(m.wk, k, false)?,
             prod(m.wv, v, false)?,
         ];
-        fast::matvecs(&self.gpu, xq, fast::XBS_DECODE, d, &qkv)?;
-        for (b, y, width) in [
-            (m.bq, q, m.wq.rows),
-            (m.bk, k, m.wk.rows),
-            (m.bv, v, m.wv.rows),
-        ] {
-            if let Some(b) = b {
-                gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, 1, width)?;
-            }
-        }
         let (kc, vc) = self.kv_of(li)?;
-        gops::rope_kv(
+        // RoPE and the cache store in the products' epilogue: normal mode (adjacent pairs), no
+        // biases to add between them
+        let rope = (hp.rope_mode == RopeMode::Normal
+            && [m.bq, m.bk, m.bv].iter().all(Option::is_none)
+            && m.wq.rows == hp.n_head * hd
+            && m.wk.rows == hp.n_head_kv * hd
+            && m.wv.rows == m.wk.rows)
+            .then_some(fast::RopeKv {
+                k_cache: kc,
+                v_cache: vc,
+                n_ctx: self.cfg.n_ctx,
+                pos: self.pos,
+                head_dim: hd,
+                n_rot: hp.n_rot,
+                base: hp.rope_freq_base,
+                freq_scale: hp.rope_freq_scale,
+                factors,
+            });
+        gops::rms_norm_q8k(
             &self.gpu,
-            (q, k, v),
-            (kc, vc),
-            self.cfg.n_ctx,
+            x,
+            w.sub(m.attn_norm.off, m.attn_norm.bytes)?,
+            h,
+            (xq, fast::XBS_DECODE),
             1,
-            (hp.n_head, hp.n_head_kv, hd, hp.n_rot),
-            self.pos,
-            (hp.rope_freq_base, hp.rope_freq_scale),
-            factors,
-            hp.rope_mode,
+            d,
+            hp.rms_eps,
         )?;
+        fast::products(&self.gpu, xq, fast::XBS_DECODE, d, &qkv, rope.as_ref())?;
+        if rope.is_none() {
+            for (b, y, width) in [
+                (m.bq, q, m.wq.rows),
+                (m.bk, k, m.wk.rows),
+                (m.bv, v, m.wv.rows),
+            ] {
+                if let Some(b) = b {
+                    gops::add_bias(&self.gpu, y, w.sub(b.off, b.bytes)?, 1, width)?;
+                }
+            }
+            gops::rope_kv(
+                &self.gpu,
+                (q, k, v),
+                (kc, vc),
+                self.cfg.n_ctx,
+                1,
+                (hp.n_head, hp.n_head_kv, hd, hp.n_rot),
+                self.pos,
+                (hp.rope_freq_base, hp.rope_freq_scale),
+                factors,
+                hp.rope_mode,
+            )?;
+        }
         // `x += W xq` (the output and down projections)
         let gpu = &self.gpu;
         let into_residual = |t: TRef| -> Result<()> {
@@ -1409,12 +1430,7 @@ impl GpuEngine {
             m.gate.rows,
             g.sub(0, f32_bytes(m.gate.rows))?,
         )?;
-        fast::quantize_decode(
-            &self.gpu,
-            g.sub(0, f32_bytes(m.down.cols))?,
-            m.down.cols,
-            xq,
-        )?;
+        fast::quantize_decode(gpu, g.sub(0, f32_bytes(m.down.cols))?, m.down.cols, xq)?;
         into_residual(m.down)?;
         self.memo = None;
         Ok(())

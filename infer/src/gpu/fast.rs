@@ -1,15 +1,18 @@
 //! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
 //! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row and four lanes per super-block
 //! (64 weights a lane), 16-byte (`Q4_K`) or aligned 4-byte (`Q6_K`, 210-byte blocks) loads
-//! straight from global memory, and the fused forms the engine uses per layer: up to three
-//! products with the same activations in one launch (Q, K, V), products added to the residual
-//! stream, and gate/up products with SwiGLU in one launch. The activations are `Q8_K` blocks in
-//! the CPU's layout ([`XBS_CPU`]) or the decode layout ([`XBS_DECODE`], 16-byte aligned quants,
-//! which the fused layer writes). [`crate::gpu::quant::matvec`] takes this path for one
-//! activation row unless `LLMSTREAM_FAST_MV=0`. Per-kernel times
-//! (`scripts/gpu/kernel-times.sh`) and the variants measured and not kept (shared-memory
-//! streaming by bulk copies, L2 prefetch, last-block tails, restaged activations, batched loads,
-//! other splits): docs/gpu-inference.md.
+//! straight from global memory, the first super-block's before the wait for the earlier kernel
+//! (programmatic dependent launch), and the fused forms the engine uses per layer: up to three
+//! products with the same activations in one launch (Q, K, V) with RoPE and the KV-cache store
+//! in its epilogue ([`RopeKv`]), products added to the residual stream, and gate/up products
+//! with SwiGLU in one launch. The activations are `Q8_K` blocks in the CPU's layout
+//! ([`XBS_CPU`]) or the decode layout ([`XBS_DECODE`], 16-byte aligned quants, which the fused
+//! layer writes).
+//! [`crate::gpu::quant::matvec`] takes this path for one activation row unless
+//! `LLMSTREAM_FAST_MV=0`. Per-kernel times (`scripts/gpu/kernel-times.sh`,
+//! `scripts/gpu/timeline.sh`) and the variants measured and not kept (shared-memory streaming
+//! by bulk copies, L2 prefetch, last-block tails, restaged activations, batched loads, several
+//! warps per row): docs/gpu-inference.md.
 
 use super::mem::DevSpan;
 use super::ops::launch::{invalid, launch, Arg};
@@ -55,21 +58,6 @@ pub(crate) fn supports(ty: GgmlType, cols: usize) -> bool {
     enabled() && code(ty).is_some() && cols % 256 == 0 && cols > 0
 }
 
-/// Warps per row (`split` of `fast_mv`): one, whatever the row length; `LLMSTREAM_FAST_SPLIT`
-/// (1, 2, 4 or 8) sets another. With a warp taking eight super-blocks a step, one warp per row
-/// was the fastest for the 8B shape's down projection (14336 columns, 4096 rows: 316 tok/s
-/// against 308 with 4 warps, 304 with 2, 296 with 8; docs/gpu-inference.md).
-fn split() -> u32 {
-    static SPLIT: OnceLock<u32> = OnceLock::new();
-    *SPLIT.get_or_init(|| {
-        std::env::var("LLMSTREAM_FAST_SPLIT")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|v| [1, 2, 4, 8].contains(v))
-            .unwrap_or(1)
-    })
-}
-
 /// One product of a fused launch: `y (+)= W x`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Product {
@@ -83,6 +71,25 @@ pub(crate) struct Product {
     pub y: DevSpan,
     /// Add to `y` instead of storing.
     pub accumulate: bool,
+}
+
+/// RoPE (normal mode: pairs of adjacent elements) and the `f16` KV-cache store of one token in
+/// the epilogue of its Q, K, V products: what [`crate::gpu::ops::rope_kv`] does after them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RopeKv {
+    /// The layer's caches, `[n_ctx][n_head_kv · head_dim]` halves each.
+    pub k_cache: DevSpan,
+    pub v_cache: DevSpan,
+    pub n_ctx: usize,
+    /// The token's position.
+    pub pos: usize,
+    pub head_dim: usize,
+    pub n_rot: usize,
+    /// `rope_freq_base`, `rope_freq_scale`.
+    pub base: f32,
+    pub freq_scale: f32,
+    /// llama3 frequency factors (`n_rot / 2` floats).
+    pub factors: Option<DevSpan>,
 }
 
 /// Check one product against `cols` columns; its type code.
@@ -138,66 +145,131 @@ pub(crate) fn matvecs(
     cols: usize,
     products: &[Product],
 ) -> Result<()> {
+    self::products(gpu, xq, xbs, cols, products, None)
+}
+
+/// The rope arguments of `fast_mv` (kc, vc, pos, hd | n_rot << 16, theta_scale,
+/// freq_scale, factors): zeros without `rope`, else checked against the three products (Q, K,
+/// V: whole heads, none added to its output).
+fn rope_args(k: &'static str, rope: Option<&RopeKv>, products: &[Product]) -> Result<[Arg; 7]> {
+    let Some(r) = rope else {
+        return Ok([
+            Arg::Ptr(0),
+            Arg::Ptr(0),
+            Arg::U32(0),
+            Arg::U32(0),
+            Arg::F32(0.0),
+            Arg::F32(0.0),
+            Arg::Ptr(0),
+        ]);
+    };
+    let hd = r.head_dim;
+    let [q, kp, v] = products else {
+        return Err(invalid(k, format!("RoPE with {} products", products.len())));
+    };
+    let whole = |p: &Product| hd > 0 && p.rows % hd == 0 && !p.accumulate;
+    if hd % 2 != 0
+        || hd >= 1 << 15
+        || r.n_rot == 0
+        || r.n_rot % 2 != 0
+        || r.n_rot > hd
+        || !(whole(q) && whole(kp) && whole(v))
+        || kp.rows != v.rows
+    {
+        return Err(invalid(
+            k,
+            format!(
+                "RoPE of head_dim {hd}, n_rot {} over {}/{}/{} rows",
+                r.n_rot, q.rows, kp.rows, v.rows
+            ),
+        ));
+    }
+    let pos = u32::try_from(r.pos)
+        .ok()
+        .filter(|_| r.pos < r.n_ctx)
+        .ok_or_else(|| {
+            invalid(
+                k,
+                format!("position {} past the cache's {}", r.pos, r.n_ctx),
+            )
+        })?;
+    let dims = u32::try_from(hd | r.n_rot << 16).map_err(|_| invalid(k, "head_dim"))?;
+    let cache = r
+        .n_ctx
+        .checked_mul(kp.rows * 2)
+        .ok_or_else(|| invalid(k, "cache size overflow"))?;
+    r.k_cache.need(k, "k cache", cache)?;
+    r.v_cache.need(k, "v cache", cache)?;
+    if r.k_cache.ptr() % 2 != 0 || r.v_cache.ptr() % 2 != 0 {
+        return Err(invalid(k, "misaligned cache"));
+    }
+    if let Some(f) = r.factors {
+        f.need(k, "rope factors", r.n_rot / 2 * 4)?;
+    }
+    Ok([
+        Arg::Ptr(r.k_cache.ptr()),
+        Arg::Ptr(r.v_cache.ptr()),
+        Arg::U32(pos),
+        Arg::U32(dims),
+        Arg::F32(crate::gpu::ops::rope_theta_scale(r.base, r.n_rot)),
+        Arg::F32(r.freq_scale),
+        Arg::Ptr(r.factors.map_or(0, |f| f.ptr())),
+    ])
+}
+
+/// Up to three products with the same Q8_K activation row `xq` (`cols / 256` blocks of `xbs`
+/// bytes) in one launch, with RoPE and the KV-cache store of [`RopeKv`] in its epilogue when
+/// given (then the products are Q, K and V).
+pub(crate) fn products(
+    gpu: &Gpu,
+    xq: DevSpan,
+    xbs: usize,
+    cols: usize,
+    products: &[Product],
+    rope: Option<&RopeKv>,
+) -> Result<()> {
     const K: &str = "fast_mv";
     if products.is_empty() || products.len() > 3 {
         return Err(invalid(K, format!("{} products", products.len())));
     }
     let nsb = cols / 256;
     let xbs32 = check_x(K, xq, nsb, xbs)?;
-    let mut w = [0u64; 3];
-    let mut y = [0u64; 3];
-    let mut rows = [0u32; 3];
+    let mut segs = [Arg::Ptr(0), Arg::Ptr(0), Arg::U32(0)].repeat(3);
     let mut flags = 0u32;
     let mut total = 0u64;
     for (i, p) in products.iter().enumerate() {
         let c = check(K, p, cols)?;
-        w[i] = p.w.ptr();
-        y[i] = p.y.ptr();
-        rows[i] = u32::try_from(p.rows).unwrap_or(0);
+        let rows = u32::try_from(p.rows).map_err(|_| invalid(K, format!("{} rows", p.rows)))?;
+        segs[3 * i] = Arg::Ptr(p.w.ptr());
+        segs[3 * i + 1] = Arg::Ptr(p.y.ptr());
+        segs[3 * i + 2] = Arg::U32(rows);
         flags |= c << (2 * i);
         if p.accumulate {
             flags |= 1 << (8 + i);
         }
-        total += u64::from(rows[i]);
+        total += u64::from(rows);
     }
     let total = u32::try_from(total).map_err(|_| invalid(K, format!("{total} rows")))?;
+    let rope = rope_args(K, rope, products)?;
     if total == 0 {
         return Ok(());
     }
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
-    let split = split();
-    let args = [
-        Arg::Ptr(xq.ptr()),
-        Arg::U32(nsb32),
-        Arg::Ptr(w[0]),
-        Arg::Ptr(y[0]),
-        Arg::U32(rows[0]),
-        Arg::Ptr(w[1]),
-        Arg::Ptr(y[1]),
-        Arg::U32(rows[1]),
-        Arg::Ptr(w[2]),
-        Arg::Ptr(y[2]),
-        Arg::U32(rows[2]),
-        Arg::U32(flags),
-        Arg::U32(split),
-        Arg::U32(xbs32),
-    ];
-    // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three
-    // (weights, output, u32 rows) triples, u32 flags, u32 split, u32 xbs); each used
-    // segment's weights hold `rows` rows of `nsb` blocks of its type and its output `rows`
-    // floats, and x holds `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked
-    // above); unused segments have 0 rows and are never touched; `split` warps per row of the
-    // concatenated segments, the rest return. The spans outlive the launch (their owners'
-    // contract).
-    unsafe {
-        launch(
-            gpu,
-            K,
-            (total.div_ceil(WARPS / split), 1, 1),
-            WARPS * 32,
-            &args,
-        )
-    }
+    let mut args = Vec::with_capacity(21);
+    args.extend([Arg::Ptr(xq.ptr()), Arg::U32(nsb32)]);
+    args.extend_from_slice(&segs);
+    args.extend([Arg::U32(flags), Arg::U32(xbs32)]);
+    args.extend(rope);
+    // SAFETY: the arguments are the kernel's parameters in order (x, u32 nsb, three (weights,
+    // output, u32 rows) triples, u32 flags, u32 xbs, then u16* kc, u16* vc, u32 pos, u32 rope,
+    // f32 theta_scale, f32 freq_scale, const float* factors). Each used segment's weights hold
+    // `rows` rows of `nsb` blocks of its type and its output `rows` floats, aligned; x holds
+    // `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked above); unused segments
+    // have 0 rows and are never touched. With the rope arguments the caches hold `n_ctx` rows
+    // of the K/V width and pos < n_ctx, the factors n_rot/2 floats, and every segment is whole
+    // heads of an even head_dim (rope_args); kc null otherwise. Block b takes rows 8b..8b+8 of
+    // the concatenated segments. The spans outlive the launch (their owners' contract).
+    unsafe { launch(gpu, K, (total.div_ceil(WARPS), 1, 1), WARPS * 32, &args) }
 }
 
 /// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`

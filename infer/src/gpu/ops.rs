@@ -20,6 +20,7 @@ pub(crate) use attention::attention_q8k;
 pub use attention::{
     attention, attention_workspace_bytes, ATTENTION_CHUNK, ATTENTION_MAX_HEAD_DIM,
 };
+pub(crate) use elementwise::rope_theta_scale;
 pub use elementwise::{
     add, add_bias, copy_words, kv_store, rms_norm, rms_norm_q8k, rope, rope_kv, swiglu,
 };
@@ -42,6 +43,7 @@ pub(crate) const KERNELS: &[&str] = &[
     "ops_attn_partial",
     "ops_attn_combine",
     "ops_attn_combine_q8k",
+    "ops_attn_one",
     "ops_argmax",
     "ops_repeat_penalty",
     "ops_sample",

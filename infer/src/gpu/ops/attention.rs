@@ -15,10 +15,23 @@ pub const ATTENTION_CHUNK: usize = 256;
 /// over many blocks.
 const DECODE_CHUNKS: usize = 128;
 
+/// Fewest positions per chunk of a one-token call: 16, or `LLMSTREAM_ATT_MIN_CHUNK` (a
+/// multiple of 16 up to 256; a measuring knob).
+fn min_decode_chunk() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("LLMSTREAM_ATT_MIN_CHUNK")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|v| v % 16 == 0 && (16..=ATTENTION_CHUNK).contains(v))
+            .unwrap_or(16)
+    })
+}
+
 /// Positions per chunk for `n_tok` queries whose last one sees `n_kv` positions.
 fn chunk_len(n_tok: usize, n_kv: usize) -> usize {
     if n_tok == 1 {
-        (n_kv.div_ceil(DECODE_CHUNKS).div_ceil(16) * 16).clamp(16, ATTENTION_CHUNK)
+        (n_kv.div_ceil(DECODE_CHUNKS).div_ceil(16) * 16).clamp(min_decode_chunk(), ATTENTION_CHUNK)
     } else {
         ATTENTION_CHUNK
     }
@@ -158,6 +171,16 @@ fn attend(
     if k_cache.ptr() % 16 != 0 || v_cache.ptr() % 16 != 0 {
         return Err(invalid(K, "caches must be 16-byte aligned"));
     }
+    if n_tok == 1 && one_pass(n_kv, n_head, n_head_kv, head_dim) {
+        return attend_one(
+            gpu,
+            (q, k_cache, v_cache, out),
+            pos0,
+            (n_head, n_head_kv, head_dim),
+            scale,
+            xq,
+        );
+    }
     let chunk = chunk_len(n_tok, n_kv);
     let chunks = n_kv.div_ceil(chunk);
     let acc_bytes = product(K, "workspace", &[n_tok, n_head, chunks, head_dim, 4])?;
@@ -215,6 +238,59 @@ fn attend(
         (n_head, head_dim),
         (chunks, chunk),
     )
+}
+
+/// Most positions [`attend_one`] takes (`OP_ATT1_MAX`).
+const ONE_PASS_MAX: usize = 512;
+
+/// Whether one token's attention over `n_kv` positions takes the one-launch kernel: a short
+/// context, and heads in runs of 256 outputs (64, 128 or 256 wide). `LLMSTREAM_ATT_ONE=0`
+/// turns it off (a measuring knob).
+fn one_pass(n_kv: usize, n_head: usize, n_head_kv: usize, head_dim: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("LLMSTREAM_ATT_ONE").map_or(true, |v| v != "0"));
+    on && n_kv <= ONE_PASS_MAX
+        && matches!(head_dim, 64 | 128 | 256)
+        && n_head % n_head_kv == 0
+        && (n_head * head_dim) % 256 == 0
+}
+
+/// One token's attention (position `pos0`, the checks of [`attend`] done) in one launch of
+/// `ops_attn_one`; with `xq` its output also quantized, as [`merge`].
+fn attend_one(
+    gpu: &Gpu,
+    (q, k_cache, v_cache, out): (DevSpan, DevSpan, DevSpan, DevSpan),
+    pos0: usize,
+    (n_head, n_head_kv, head_dim): (usize, usize, usize),
+    scale: f32,
+    xq: Option<DevSpan>,
+) -> Result<()> {
+    const K: &str = "ops_attn_one";
+    let blocks = n_head * head_dim / 256;
+    if let Some(xq) = xq {
+        xq.need(K, "xq", blocks * XBS_DECODE)?;
+        if xq.ptr() % 16 != 0 {
+            return Err(invalid(K, "misaligned xq"));
+        }
+    }
+    let args = [
+        Arg::Ptr(q.ptr()),
+        Arg::Ptr(k_cache.ptr()),
+        Arg::Ptr(v_cache.ptr()),
+        Arg::Ptr(out.ptr()),
+        Arg::Ptr(xq.map_or(0, |x| x.ptr())),
+        Arg::U32(to_u32(K, "pos0", pos0)?),
+        Arg::I32(to_i32(K, "n_head", n_head)?),
+        Arg::I32(to_i32(K, "n_head_kv", n_head_kv)?),
+        Arg::I32(to_i32(K, "head_dim", head_dim)?),
+        Arg::F32(scale),
+    ];
+    // SAFETY: (q, kc, vc, out, xq or null, u32 pos0, int n_head, int n_head_kv, int hd, float
+    // scale) as declared. Block b reads q and writes out at heads G b .. G b + G (G = 256 / hd;
+    // n_head · hd floats checked by `attend`), reads cache rows ≤ pos0 < n_kv ≤ OP_ATT1_MAX of
+    // their kv heads (n_kv rows checked, 16-byte aligned, hd a multiple of 8), and writes the
+    // 304-byte block b of xq (checked above); `one_pass` holds, so its shared arrays fit.
+    unsafe { launch(gpu, K, (to_u32(K, "blocks", blocks)?, 1, 1), 1024, &args) }
 }
 
 /// The merge of the chunks (`ops_attn_combine`, block per head and token), or with `xq` for one

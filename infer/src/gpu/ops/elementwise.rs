@@ -161,8 +161,7 @@ pub fn rope(
         "heads × head_dim",
         product(K, "heads", &[n_heads, head_dim])?,
     )?;
-    #[allow(clippy::cast_precision_loss)] // exactly as ops::rope_cache computes it
-    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let theta_scale = rope_theta_scale(base, n_rot);
     let args = [
         Arg::Ptr(x.ptr()),
         Arg::I32(to_i32(K, "n_heads", n_heads)?),
@@ -229,6 +228,13 @@ pub fn kv_store(
     unsafe { launch(gpu, K, (stride_blocks(total, 256), 1, 1), 256, &args) }
 }
 
+/// The factor between the angles of successive rotation pairs, `base^(-2 / n_rot)`, as
+/// `ops::rope_cache` computes it (the kernels take it from the host).
+pub(crate) fn rope_theta_scale(base: f32, n_rot: usize) -> f32 {
+    #[allow(clippy::cast_precision_loss)] // exactly as ops::rope_cache computes it
+    base.powf(-2.0 / n_rot as f32)
+}
+
 /// [`rope`] of the query heads (`q`, `[n_tok][n_head · head_dim]`) and key heads (`k`,
 /// `[n_tok][n_head_kv · head_dim]`) fused with [`kv_store`] of the rotated `k` and of `v` at
 /// rows `pos0..pos0 + n_tok` of the `f16` caches (`[n_ctx][n_head_kv · head_dim]`): the same
@@ -277,8 +283,7 @@ pub fn rope_kv(
     if n_tok == 0 {
         return Ok(());
     }
-    #[allow(clippy::cast_precision_loss)] // exactly as ops::rope_cache computes it
-    let theta_scale = base.powf(-2.0 / n_rot as f32);
+    let theta_scale = rope_theta_scale(base, n_rot);
     let args = [
         Arg::Ptr(q.ptr()),
         Arg::Ptr(k.ptr()),
