@@ -288,6 +288,21 @@ __device__ __forceinline__ void op_unpack8(const uint4 r, float* f) {
     f[7] = h2f((u16)(r.w >> 16));
 }
 
+// The dot of 8 query values (f16-rounded floats in shared memory, 16-byte aligned) with 8 keys,
+// left to right in float.
+__device__ __forceinline__ float op_dot8(const float* qp, const float (&kf)[8]) {
+    const float4 qa = *(const float4*)qp;
+    const float4 qb = *(const float4*)(qp + 4);
+    float p = qa.x * kf[0];
+    p = fmaf(qa.y, kf[1], p);
+    p = fmaf(qa.z, kf[2], p);
+    p = fmaf(qa.w, kf[3], p);
+    p = fmaf(qb.x, kf[4], p);
+    p = fmaf(qb.y, kf[5], p);
+    p = fmaf(qb.z, kf[6], p);
+    return fmaf(qb.w, kf[7], p);
+}
+
 // part_acc: [n_tok][n_head][n_chunks][hd]; part_ml: [n_tok][n_head][n_chunks][2] (m, l).
 // head_blocks: blocks per kv head along y (ceil(group / OP_ATT_GMAX)).
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
@@ -345,19 +360,7 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
             op_unpack8(kw[u], kf);
 #pragma unroll
             for (int j = 0; j < OP_ATT_GMAX; ++j) {
-                if (j < ng) {
-                    const float4 qa = *(const float4*)&qs[j][d8 * 8];
-                    const float4 qb = *(const float4*)&qs[j][d8 * 8 + 4];
-                    float p = qa.x * kf[0];
-                    p = fmaf(qa.y, kf[1], p);
-                    p = fmaf(qa.z, kf[2], p);
-                    p = fmaf(qa.w, kf[3], p);
-                    p = fmaf(qb.x, kf[4], p);
-                    p = fmaf(qb.y, kf[5], p);
-                    p = fmaf(qb.z, kf[6], p);
-                    p = fmaf(qb.w, kf[7], p);
-                    acc[j] += p;
-                }
+                if (j < ng) acc[j] += op_dot8(&qs[j][d8 * 8], kf);
             }
         }
 #pragma unroll
@@ -557,18 +560,7 @@ extern "C" __global__ void __launch_bounds__(1024)
                     if (!live || u0 + u >= ns) break;
                     float kf[8];
                     op_unpack8(kw[u], kf);
-                    const int e = 8 * (r + 4 * (u0 + u));
-                    const float4 qa = *(const float4*)&qs[jj * hd + e];
-                    const float4 qb = *(const float4*)&qs[jj * hd + e + 4];
-                    float d = qa.x * kf[0];
-                    d = fmaf(qa.y, kf[1], d);
-                    d = fmaf(qa.z, kf[2], d);
-                    d = fmaf(qa.w, kf[3], d);
-                    d = fmaf(qb.x, kf[4], d);
-                    d = fmaf(qb.y, kf[5], d);
-                    d = fmaf(qb.z, kf[6], d);
-                    d = fmaf(qb.w, kf[7], d);
-                    acc[jj] += d;
+                    acc[jj] += op_dot8(&qs[jj * hd + 8 * (r + 4 * (u0 + u))], kf);
                 }
             }
         }
