@@ -303,6 +303,22 @@ __device__ __forceinline__ float op_dot8(const float* qp, const float (&kf)[8]) 
     return fmaf(qb.w, kf[7], p);
 }
 
+// One warp's softmax weights over the n scores at s, in place: m = their max, the weights
+// exp(s - m) rounded to f16, l = the sum of the unrounded weights (lane order, then the warp).
+__device__ __forceinline__ void op_warp_weights(float* s, int n, float& m, float& l) {
+    const int lane = threadIdx.x & 31;
+    m = __int_as_float(0xff800000u);
+    for (int t = lane; t < n; t += 32) m = fmaxf(m, s[t]);
+    m = warp_max(m);
+    l = 0.0f;
+    for (int t = lane; t < n; t += 32) {
+        const float w = expf(s[t] - m);
+        l += w;
+        s[t] = h2f(f2h(w));
+    }
+    l = warp_sum(l);
+}
+
 // part_acc: [n_tok][n_head][n_chunks][hd]; part_ml: [n_tok][n_head][n_chunks][2] (m, l).
 // head_blocks: blocks per kv head along y (ceil(group / OP_ATT_GMAX)).
 extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
@@ -376,16 +392,8 @@ extern "C" __global__ void __launch_bounds__(OP_ATT_THREADS)
 
     // Per head: max, sum of exp, weights rounded to f16 (a warp per head).
     for (int j = wid; j < ng; j += OP_ATT_THREADS / 32) {
-        float m = __int_as_float(0xff800000u);
-        for (int tt = lane; tt < nt; tt += 32) m = fmaxf(m, sc[j][tt]);
-        m = warp_max(m);
-        float l = 0.0f;
-        for (int tt = lane; tt < nt; tt += 32) {
-            const float w = expf(sc[j][tt] - m);
-            l += w;
-            sc[j][tt] = h2f(f2h(w));
-        }
-        l = warp_sum(l);
+        float m, l;
+        op_warp_weights(sc[j], nt, m, l);
         if (lane == 0) {
             sm[j] = m;
             sl[j] = l;
@@ -576,16 +584,8 @@ extern "C" __global__ void __launch_bounds__(1024)
 
     // Per head: max, sum of exponentials, weights rounded to f16 (warp jj).
     if (wid < G) {
-        float m = __int_as_float(0xff800000u);
-        for (int p = lane; p < nkv; p += 32) m = fmaxf(m, sc[wid][p]);
-        m = warp_max(m);
-        float l = 0.0f;
-        for (int p = lane; p < nkv; p += 32) {
-            const float w = expf(sc[wid][p] - m);
-            l += w;
-            sc[wid][p] = h2f(f2h(w));
-        }
-        l = warp_sum(l);
+        float m, l;
+        op_warp_weights(sc[wid], nkv, m, l);
         if (lane == 0) sl[wid] = l;
     }
     __syncthreads();  // the weights are in shared memory
