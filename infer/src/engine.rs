@@ -128,7 +128,9 @@ pub(crate) trait Stepper {
     /// Run `tokens` at the next positions.
     fn feed(&mut self, tokens: &[u32]) -> Result<()>;
     /// The next token from the last `feed`'s logits; `history` is everything seen so far.
-    fn pick(&mut self, history: &[u32]) -> Result<u32>;
+    /// `fed_next`: the loop feeds the token back unless it ends the generation (a backend may
+    /// start on that call before the host has the token).
+    fn pick(&mut self, history: &[u32], fed_next: bool) -> Result<u32>;
     /// Whether one more position fits in the context.
     fn has_room(&self) -> bool;
     /// Called when the prompt is done and decoding starts.
@@ -148,7 +150,7 @@ impl Stepper for CpuStep<'_> {
         Ok(())
     }
 
-    fn pick(&mut self, history: &[u32]) -> Result<u32> {
+    fn pick(&mut self, history: &[u32], _fed_next: bool) -> Result<u32> {
         Ok(self.sampler.sample(&self.logits, history))
     }
 
@@ -182,7 +184,7 @@ pub(crate) fn generate_with(
         g.prompt_secs = t0.elapsed().as_secs_f64();
         return Ok(g);
     }
-    let mut tok = step.pick(history)?;
+    let mut tok = step.pick(history, max_new > 1)?;
     g.prompt_secs = t0.elapsed().as_secs_f64();
     step.decode_starts();
     let mut dec = crate::tokenizer::StreamDecoder::new(tokenizer);
@@ -203,7 +205,7 @@ pub(crate) fn generate_with(
             break;
         }
         step.feed(&[tok])?;
-        tok = step.pick(history)?;
+        tok = step.pick(history, i + 2 < max_new)?;
     }
     let rest = dec.finish();
     if !rest.is_empty() {

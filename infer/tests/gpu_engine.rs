@@ -13,7 +13,7 @@
 use llmstream::{BackendChoice, Config, Context};
 use llmstream_infer::gpu::plan::Tier;
 use llmstream_infer::gpu::{GpuConfig, GpuEngine, Split};
-use llmstream_infer::sampler::argmax;
+use llmstream_infer::sampler::{argmax, Sampler, SamplerConfig};
 use llmstream_infer::synth::{self, QuantMix, SynthSpec, TokenizerSource};
 use llmstream_infer::{weights::Weights, HParams, InferError, KvType, Transformer};
 use std::path::{Path, PathBuf};
@@ -339,6 +339,92 @@ fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
                 "{arch} step {i}: fused logits differ from the unfused launches"
             );
         }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Logits of `steps` tokens after `prompt` fed ahead: the GPU looks up the token it picked
+/// before the host has read it, the host's `forward` of that token taking its place; the last
+/// step feeds the token after the picked one instead, which undoes the call ahead.
+fn trace_ahead(g: &mut GpuEngine, prompt: &[u32], steps: usize, vocab: u32) -> Vec<Vec<f32>> {
+    g.reset();
+    g.forward(prompt).unwrap();
+    let mut out = vec![g.logits().unwrap()];
+    for i in 0..steps {
+        assert!(g.can_run_ahead(), "step {i}: the call ahead is possible");
+        let t = g.next_token_ahead(None).unwrap();
+        assert_eq!(
+            g.pos(),
+            prompt.len() + i,
+            "the call ahead is not counted yet"
+        );
+        if i + 1 == steps {
+            g.forward(&[(t + 1) % vocab]).unwrap();
+        } else {
+            g.forward(&[t]).unwrap();
+        }
+        assert_eq!(g.pos(), prompt.len() + i + 1);
+        out.push(g.logits().unwrap());
+    }
+    out
+}
+
+#[test]
+fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
+    if !gpu_present() {
+        return;
+    }
+    // tiny-llama's embedding table is untied (put in VRAM for this), qwen2's is tied
+    for (arch, name) in [("tiny-llama", "llama"), ("tiny-qwen2", "qwen2")] {
+        let Some(path) = synth_model(arch, QuantMix::Q4KM, &format!("{name}-ahead")) else {
+            return;
+        };
+        let prompt = [1u32, 504, 3458, 282, 4649, 314, 3158];
+        let steps = 12;
+        let mut g = gpu(&path, GpuConfig::default()).unwrap();
+        let vocab = g.n_vocab() as u32;
+        // the host-fed reference, its last token replaced as trace_ahead does
+        g.reset();
+        g.forward(&prompt).unwrap();
+        let mut want = vec![g.logits().unwrap()];
+        for i in 0..steps {
+            let t = g.next_token(None).unwrap();
+            let fed = if i + 1 == steps { (t + 1) % vocab } else { t };
+            g.forward(&[fed]).unwrap();
+            want.push(g.logits().unwrap());
+        }
+        let got = trace_ahead(&mut g, &prompt, steps, vocab);
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                a == b,
+                "{arch} step {i}: logits fed ahead differ from the host-fed run"
+            );
+        }
+        // the generation loop: the same greedy tokens with and without the calls ahead, and
+        // the position of the last fed token after it (the call ahead of the last pick undone)
+        let mut texts = Vec::new();
+        for ahead in [true, false] {
+            let cfg = GpuConfig {
+                ahead,
+                ..GpuConfig::default()
+            };
+            let mut s = llmstream_infer::gpu::GpuSession::load(&path, cfg).unwrap();
+            let mut sampler = Sampler::new(SamplerConfig {
+                temperature: 0.0,
+                ..SamplerConfig::default()
+            });
+            let mut history = Vec::new();
+            let (gen, _) = s
+                .generate(&prompt, steps, &mut sampler, &mut history, |_| {})
+                .unwrap();
+            let fed = gen.generated_tokens.len() - 1;
+            assert_eq!(s.engine.pos(), prompt.len() + fed, "ahead {ahead}");
+            texts.push(gen.generated_tokens);
+        }
+        assert_eq!(
+            texts[0], texts[1],
+            "{arch}: greedy tokens with and without calls ahead"
+        );
         let _ = std::fs::remove_file(&path);
     }
 }

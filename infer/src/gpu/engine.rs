@@ -61,6 +61,9 @@ pub struct GpuConfig {
     pub split: Split,
     /// Layers the CPU computes whatever the plan (overrides `split`).
     pub cpu_layers: Option<Vec<usize>>,
+    /// Let the GPU feed itself the token it picked while the host reads it, where every layer
+    /// is resident ([`GpuEngine::next_token_ahead`]; `LLMSTREAM_AHEAD=0` turns it off).
+    pub ahead: bool,
 }
 
 impl Default for GpuConfig {
@@ -75,6 +78,7 @@ impl Default for GpuConfig {
             fused: std::env::var("LLMSTREAM_FUSED").map_or(true, |v| v != "0"),
             split: Split::Gpu,
             cpu_layers: None,
+            ahead: std::env::var("LLMSTREAM_AHEAD").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -429,6 +433,9 @@ pub struct GpuEngine {
     output_norm: DevBuf,
     rope_freqs: Option<DevBuf>,
     embd_host: Option<Vec<u8>>,
+    /// The untied embedding table in VRAM, when the one-token calls may take their token from
+    /// the GPU's own pick ([`GpuEngine::next_token_ahead`]).
+    embd_dev: Option<DevBuf>,
     embd_ref: TRef,
     /// KV caches of the GPU's layers (`None` for CPU layers: theirs is in host memory).
     kv: Vec<Option<(DevBuf, DevBuf)>>,
@@ -439,12 +446,21 @@ pub struct GpuEngine {
     stats: TokenStats,
     ev_start: CudaEvent,
     ev_end: CudaEvent,
+    /// Start and end events of the last two forward calls, and whether each pair still has a
+    /// time to collect: with a call enqueued ahead, the host reads the id of the one before.
+    timing_ev: [(CudaEvent, CudaEvent, bool); 2],
+    timing_at: usize,
+    /// The weight bytes of the call enqueued ahead of the host ([`GpuEngine::next_token_ahead`])
+    /// whose token the host has not fed yet, with that token.
+    ahead_call: Option<(u32, u64)>,
     /// The token id's way back ([`GpuEngine::next_token`]): `layers_done` (recorded after the
     /// last layer; the host sleeps on it), `copied` (after the id's copy to `id_host`; the host
     /// spins on it for the output head's last ~100 us, instead of sleeping through it and
     /// waking ~80 us late), the page-locked 4 bytes.
     layers_done: CudaEvent,
     copied: CudaEvent,
+    /// As `copied`, for [`GpuEngine::next_token_ahead`]: the host sleeps on it.
+    id_ready: CudaEvent,
     id_host: Buffer,
     /// Events recorded after each layer (once per call for one token on resident layers), in a
     /// ring: the host sleeps on the one of `AHEAD` points ago before enqueueing more, so it
@@ -702,9 +718,14 @@ impl GpuEngine {
         let blocking = sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC;
         let ev_start = event(blocking)?;
         let ev_end = event(blocking)?;
+        let timing_ev = [
+            (event(blocking)?, event(blocking)?, false),
+            (event(blocking)?, event(blocking)?, false),
+        ];
         let layers_done = event(blocking)?;
         // no blocking-sync flag: the host polls it
         let copied = event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
+        let id_ready = event(blocking)?;
         let id_host = ctx.alloc(BufferKind::Pinned, 4096)?;
         let ahead = (0..AHEAD)
             .map(|_| event(blocking))
@@ -724,6 +745,7 @@ impl GpuEngine {
             output_norm,
             rope_freqs,
             embd_host,
+            embd_dev: None,
             embd_ref,
             kv,
             acts,
@@ -733,8 +755,12 @@ impl GpuEngine {
             stats: TokenStats::default(),
             ev_start,
             ev_end,
+            timing_ev,
+            timing_at: 0,
+            ahead_call: None,
             layers_done,
             copied,
+            id_ready,
             id_host,
             ahead,
             throttle_points: 0,
@@ -754,6 +780,7 @@ impl GpuEngine {
             cpu_calibrated_bps: None,
         };
         engine.place_outside_vram(&layer_bytes)?;
+        engine.embd_dev = engine.device_embedding(fixed, vram_budget)?;
         tracing::info!(
             cpu = engine.plan.count(Tier::Cpu),
             cpu_gbps = engine.rates.cpu_bps / 1e9,
@@ -1004,7 +1031,7 @@ impl GpuEngine {
 
     /// Positions processed so far.
     pub fn pos(&self) -> usize {
-        self.pos
+        self.pos - usize::from(self.ahead_call.is_some())
     }
 
     /// Context length.
@@ -1015,6 +1042,7 @@ impl GpuEngine {
     /// Forget the sequence.
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.ahead_call = None;
     }
 
     /// Vocabulary size.
@@ -1592,6 +1620,14 @@ impl GpuEngine {
 
     /// Run `tokens` at the next positions; the logits of the last one stay on the GPU.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<()> {
+        if let Some((id, _)) = self.ahead_call {
+            if tokens == [id] {
+                // the call enqueued ahead ran this token already (next_token_ahead)
+                self.ahead_call = None;
+                return Ok(());
+            }
+            self.cancel_ahead()?;
+        }
         let n = tokens.len();
         if n == 0 {
             return Err(InferError::Invalid("no tokens to run".into()));
@@ -1608,16 +1644,6 @@ impl GpuEngine {
                 self.pos, self.cfg.n_ctx
             )));
         }
-        let stream = self.gpu.stream().clone();
-        self.ev_start
-            .record(&stream)
-            .map_err(drv("cuEventRecord"))?;
-        if let Some(s) = self.streamer.as_mut() {
-            s.timing_used = 0;
-        }
-        let hp = self.hp.clone();
-        let (d, hd) = (hp.n_embd, hp.head_dim);
-        let vocab = self.n_vocab();
         for &t in tokens {
             if t as usize >= self.embd_ref.rows {
                 return Err(InferError::Invalid(format!(
@@ -1626,9 +1652,36 @@ impl GpuEngine {
                 )));
             }
         }
-        // Embeddings: on the GPU from the resident (tied) table, else on the CPU.
+        self.call(Some(tokens), n)
+    }
+
+    /// One forward call of `n` tokens: `tokens`, or (`None`, n = 1) the token the GPU picked
+    /// last, looked up on the GPU (the device table must exist: [`Self::can_run_ahead`]).
+    fn call(&mut self, tokens: Option<&[u32]>, n: usize) -> Result<()> {
+        let stream = self.gpu.stream().clone();
+        let slot = self.timing_at;
+        if self.timing_ev[slot].2 {
+            self.timing_ev[slot]
+                .1
+                .synchronize()
+                .map_err(drv("cuEventSynchronize"))?;
+            self.collect_timing()?;
+        }
+        self.timing_ev[slot]
+            .0
+            .record(&stream)
+            .map_err(drv("cuEventRecord"))?;
+        if let Some(s) = self.streamer.as_mut() {
+            s.timing_used = 0;
+        }
+        let hp = self.hp.clone();
+        let (d, hd) = (hp.n_embd, hp.head_dim);
+        let vocab = self.n_vocab();
+        // Embeddings: on the GPU from a device table (the tied output matrix, or the untied
+        // table when it was put in VRAM), else on the CPU.
         let x = self.acts.x.sub(0, f32_bytes(n * d))?;
-        if let Some(table) = &self.embd_host {
+        let device_table = self.device_table();
+        if let (Some(tokens), None, Some(table)) = (tokens, device_table, &self.embd_host) {
             let e = self.embd_ref;
             let row = e.bytes / e.rows;
             let mut host = vec![0f32; n * d];
@@ -1644,19 +1697,19 @@ impl GpuEngine {
             let bytes: Vec<u8> = host.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.acts.x.write(&stream, 0, &bytes)?;
         } else {
-            let ids: Vec<u8> = tokens.iter().flat_map(|&t| t.to_le_bytes()).collect();
-            self.acts.ids.write(&stream, 0, &ids)?;
+            let Some(table) = device_table else {
+                return Err(InferError::Gpu("no embedding table on the GPU".into()));
+            };
+            let ids = match tokens {
+                Some(tokens) => {
+                    let ids: Vec<u8> = tokens.iter().flat_map(|&t| t.to_le_bytes()).collect();
+                    self.acts.ids.write(&stream, 0, &ids)?;
+                    self.acts.ids.sub(0, 4 * n)?
+                }
+                None => self.acts.out_id.span(),
+            };
             let e = self.embd_ref;
-            gq::get_rows(
-                &self.gpu,
-                e.ty,
-                self.output.span(),
-                e.rows,
-                e.cols,
-                self.acts.ids.sub(0, 4 * n)?,
-                n,
-                x,
-            )?;
+            gq::get_rows(&self.gpu, e.ty, table, e.rows, e.cols, ids, n, x)?;
         }
         let spans = self.spans(n)?;
         #[allow(clippy::cast_precision_loss)]
@@ -1740,8 +1793,93 @@ impl GpuEngine {
         }
         self.memo = None;
         self.stats.bytes_vram += self.output_ref.bytes as u64;
-        self.ev_end.record(&stream).map_err(drv("cuEventRecord"))?;
+        let ev = &mut self.timing_ev[slot];
+        ev.1.record(&stream).map_err(drv("cuEventRecord"))?;
+        ev.2 = true;
+        self.timing_at = slot ^ 1;
         self.stats.calls += 1;
+        Ok(())
+    }
+
+    /// The embedding table on the GPU: the output matrix when tied, else the untied table
+    /// when [`Self::device_embedding`] put it there.
+    fn device_table(&self) -> Option<DevSpan> {
+        if self.embd_host.is_none() {
+            Some(self.output.span())
+        } else {
+            self.embd_dev.as_ref().map(DevBuf::span)
+        }
+    }
+
+    /// The untied embedding table copied to VRAM (`None`: the CPU looks rows up), when the
+    /// GPU may feed itself its picked tokens ([`Self::next_token_ahead`]): every layer
+    /// resident, the table's row lookup on the GPU, and room for it within the budget and
+    /// the free memory with the reserve kept.
+    fn device_embedding(&self, fixed: u64, vram_budget: u64) -> Result<Option<DevBuf>> {
+        let Some(table) = self.embd_host.as_ref() else {
+            return Ok(None);
+        };
+        if !self.cfg.ahead || !self.resident_only() || !gq::rows_supported(self.embd_ref.ty) {
+            return Ok(None);
+        }
+        let used = fixed
+            + self
+                .resident
+                .iter()
+                .flatten()
+                .map(|b| b.len() as u64)
+                .sum::<u64>();
+        let (free, _) = self
+            .gpu
+            .context()
+            .mem_get_info()
+            .map_err(drv("cuMemGetInfo"))?;
+        let need = table.len() as u64;
+        if used + need > vram_budget || (free as u64) < need + VRAM_RESERVE / 4 {
+            tracing::info!(
+                table = need,
+                "the embedding table stays on the host: the next token is fed from there"
+            );
+            return Ok(None);
+        }
+        Ok(Some(DevBuf::from_host(self.gpu.stream(), table)?))
+    }
+
+    /// Whether every layer is in VRAM and computed there (no streaming, no CPU layers).
+    fn resident_only(&self) -> bool {
+        self.streamer.is_none()
+            && self.cpu.is_none()
+            && self.plan.tiers.iter().all(|&t| t == Tier::Vram)
+    }
+
+    /// Whether [`Self::next_token_ahead`] can enqueue the next call before the host reads the
+    /// token: resident layers, the embedding table on the GPU, a free position, no call ahead
+    /// already.
+    pub fn can_run_ahead(&self) -> bool {
+        self.cfg.ahead
+            && self.ahead_call.is_none()
+            && self.pos < self.cfg.n_ctx
+            && self.resident_only()
+            && self.device_table().is_some()
+    }
+
+    /// Undo the call enqueued ahead whose token the host did not feed (the generation ended
+    /// there, or other tokens came): its position is free again, its statistics dropped.
+    pub fn cancel_ahead(&mut self) -> Result<()> {
+        let Some((_, bytes)) = self.ahead_call.take() else {
+            return Ok(());
+        };
+        // the call's time is not a fed token's: let it finish, keep the others' times
+        let last = self.timing_at ^ 1;
+        self.timing_ev[last]
+            .1
+            .synchronize()
+            .map_err(drv("cuEventSynchronize"))?;
+        self.timing_ev[last].2 = false;
+        self.collect_timing()?;
+        self.pos -= 1;
+        self.stats.calls = self.stats.calls.saturating_sub(1);
+        self.stats.bytes_vram = self.stats.bytes_vram.saturating_sub(bytes);
         Ok(())
     }
 
@@ -1765,6 +1903,41 @@ impl GpuEngine {
     /// Greedy (or sampled, when `sample` is given with a uniform number) next token from the
     /// logits of the last forward call. Synchronises with the GPU.
     pub fn next_token(&mut self, sample: Option<(&gops::GpuSampleParams, f32)>) -> Result<u32> {
+        self.pick_on_gpu(sample)?;
+        let id = self.read_id()?;
+        self.collect_timing()?;
+        Ok(id)
+    }
+
+    /// As [`Self::next_token`], and where [`Self::can_run_ahead`] allows, the call that feeds
+    /// the picked token is enqueued before the host reads it, looking the token up on the GPU:
+    /// the GPU goes on to the next token while the host wakes, and the host's next
+    /// `forward(&[id])` of that token stands for the call (another call undoes it first,
+    /// [`Self::cancel_ahead`]). `pos` counts the call once it is fed; `logits` are its.
+    pub fn next_token_ahead(
+        &mut self,
+        sample: Option<(&gops::GpuSampleParams, f32)>,
+    ) -> Result<u32> {
+        if !self.can_run_ahead() {
+            return self.next_token(sample);
+        }
+        self.pick_on_gpu(sample)?;
+        self.copy_id(&self.id_ready)?;
+        let before = self.stats.bytes_vram;
+        self.call(None, 1)?;
+        // the host sleeps: waking late costs the GPU nothing now
+        self.id_ready
+            .synchronize()
+            .map_err(drv("cuEventSynchronize"))?;
+        let id = self.id_from_host()?;
+        self.ahead_call = Some((id, self.stats.bytes_vram - before));
+        self.collect_timing()?;
+        Ok(id)
+    }
+
+    /// The argmax (or the sample from a uniform number) of the last call's logits, into
+    /// `out_id`.
+    fn pick_on_gpu(&mut self, sample: Option<(&gops::GpuSampleParams, f32)>) -> Result<()> {
         let vocab = self.n_vocab();
         let logits = self.acts.logits.sub(0, f32_bytes(vocab))?;
         match sample {
@@ -1779,9 +1952,7 @@ impl GpuEngine {
                 self.acts.out_id.span(),
             )?,
         }
-        let id = self.read_id()?;
-        self.collect_timing()?;
-        Ok(id)
+        Ok(())
     }
 
     /// The id `out_id` holds once the stream gets there: copied to page-locked memory; the host
@@ -1789,26 +1960,7 @@ impl GpuEngine {
     /// ~80 us, the GPU idle meanwhile: 2.5% of an 8B token). Polling is bounded: after
     /// [`SPIN_LIMIT`] it sleeps.
     fn read_id(&mut self) -> Result<u32> {
-        let stream = self.gpu.stream().clone();
-        self.gpu
-            .context()
-            .bind_to_thread()
-            .map_err(drv("cuCtxSetCurrent"))?;
-        let Some(hp) = self.id_host.host_ptr() else {
-            return Err(InferError::Gpu("id buffer without host memory".into()));
-        };
-        // SAFETY: `hp..hp + 4` lies in the engine's page-locked buffer (4096 bytes), which the
-        // host reads only after `copied` (below) says the copy is done; out_id holds 4 bytes.
-        unsafe {
-            let host = std::slice::from_raw_parts_mut(hp, 4);
-            cudarc::driver::result::memcpy_dtoh_async(
-                host,
-                self.acts.out_id.span().ptr(),
-                stream.cu_stream(),
-            )
-            .map_err(drv("cuMemcpyDtoHAsync"))?;
-        }
-        self.copied.record(&stream).map_err(drv("cuEventRecord"))?;
+        self.copy_id(&self.copied)?;
         self.layers_done
             .synchronize()
             .map_err(drv("cuEventSynchronize"))?;
@@ -1822,6 +1974,36 @@ impl GpuEngine {
             }
             std::hint::spin_loop();
         }
+        self.id_from_host()
+    }
+
+    /// Enqueue the copy of `out_id` to the page-locked `id_host`, then `done`.
+    fn copy_id(&self, done: &CudaEvent) -> Result<()> {
+        let stream = self.gpu.stream();
+        self.gpu
+            .context()
+            .bind_to_thread()
+            .map_err(drv("cuCtxSetCurrent"))?;
+        let Some(hp) = self.id_host.host_ptr() else {
+            return Err(InferError::Gpu("id buffer without host memory".into()));
+        };
+        // SAFETY: `hp..hp + 4` lies in the engine's page-locked buffer (4096 bytes), which the
+        // host reads only after `done` says the copy is done (id_from_host's callers wait for
+        // it); out_id holds 4 bytes.
+        unsafe {
+            let host = std::slice::from_raw_parts_mut(hp, 4);
+            cudarc::driver::result::memcpy_dtoh_async(
+                host,
+                self.acts.out_id.span().ptr(),
+                stream.cu_stream(),
+            )
+            .map_err(drv("cuMemcpyDtoHAsync"))?;
+        }
+        done.record(stream).map_err(drv("cuEventRecord"))
+    }
+
+    /// The id the last [`Self::copy_id`] brought, once its event is done.
+    fn id_from_host(&self) -> Result<u32> {
         let mut id = [0u8; 4];
         self.id_host
             .with_host_slice(|b| id.copy_from_slice(&b[..4]))?;
@@ -1862,8 +2044,13 @@ impl GpuEngine {
 
     /// After a synchronisation: add the call's GPU time and H2D waits to the statistics.
     fn collect_timing(&mut self) -> Result<()> {
-        if let Ok(ms) = self.ev_start.elapsed_ms(&self.ev_end) {
-            self.stats.gpu_ms += f64::from(ms);
+        for (start, end, pending) in &mut self.timing_ev {
+            if *pending && end.try_is_complete().map_err(drv("cuEventQuery"))? {
+                *pending = false;
+                if let Ok(ms) = start.elapsed_ms(end) {
+                    self.stats.gpu_ms += f64::from(ms);
+                }
+            }
         }
         if let Some(s) = self.streamer.as_mut() {
             for (a, b) in &s.timing[..s.timing_used] {

@@ -361,6 +361,11 @@ fn matvec_float(
     launch!(gpu, names[nt - 1], cfg, wp, rows, cols, xp, yp)
 }
 
+/// Whether [`get_rows`] looks up rows of `ty` on the GPU.
+pub fn rows_supported(ty: GgmlType) -> bool {
+    names::dequant(ty).is_some()
+}
+
 /// `out[i] = ` row `ids[i]` of the `rows x cols` table of type `wty`, dequantized to `f32`
 /// (`out` is `[n][cols]`), bit-identical to [`crate::quant::dequantize`] of that row (NaN
 /// payloads included). Ids are `i32`; an id outside `0..rows` reads nothing and yields a row of

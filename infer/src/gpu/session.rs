@@ -85,7 +85,11 @@ impl GpuSession {
             max_new,
             history,
             on_text,
-        )?;
+        );
+        // a call enqueued for a token the loop did not feed (it ended the generation)
+        let cancelled = step.engine.cancel_ahead();
+        let g = g?;
+        cancelled?;
         let cpu = cpu_seconds() - step.decode_cpu;
         let stats = GpuGenStats {
             decode: step.engine.take_stats(),
@@ -113,18 +117,22 @@ impl Stepper for GpuStep<'_> {
         self.engine.forward(tokens)
     }
 
-    fn pick(&mut self, history: &[u32]) -> Result<u32> {
+    fn pick(&mut self, history: &[u32], fed_next: bool) -> Result<u32> {
         let sc = &self.sc;
         if sc.repeat_penalty != 1.0 && sc.repeat_last_n > 0 {
             let n = history.len().min(sc.repeat_last_n);
             self.engine
                 .repeat_penalty(&history[history.len() - n..], sc.repeat_penalty)?;
         }
-        if self.sampler.is_greedy() {
-            self.engine.next_token(None)
+        let sample = if self.sampler.is_greedy() {
+            None
         } else {
-            let u = self.sampler.draw_uniform();
-            self.engine.next_token(Some((&self.params, u)))
+            Some((&self.params, self.sampler.draw_uniform()))
+        };
+        if fed_next {
+            self.engine.next_token_ahead(sample)
+        } else {
+            self.engine.next_token(sample)
         }
     }
 
