@@ -459,7 +459,11 @@ pub struct GpuEngine {
     /// waking ~80 us late), the page-locked 4 bytes.
     layers_done: CudaEvent,
     copied: CudaEvent,
-    /// As `copied`, for [`GpuEngine::next_token_ahead`]: the host sleeps on it.
+    /// For [`GpuEngine::next_token_ahead`]: `picked` is recorded after the pick, and the id's
+    /// copy waits for it on `id_stream`, beside the compute stream (which goes on to the next
+    /// call at once), then records `id_ready`, on which the host sleeps.
+    picked: CudaEvent,
+    id_stream: Arc<CudaStream>,
     id_ready: CudaEvent,
     id_host: Buffer,
     /// Events recorded after each layer (once per call for one token on resident layers), in a
@@ -726,6 +730,8 @@ impl GpuEngine {
         // no blocking-sync flag: the host polls it
         let copied = event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
         let id_ready = event(blocking)?;
+        let picked = event(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING)?;
+        let id_stream = gpu.context().new_stream().map_err(drv("cuStreamCreate"))?;
         let id_host = ctx.alloc(BufferKind::Pinned, 4096)?;
         let ahead = (0..AHEAD)
             .map(|_| event(blocking))
@@ -760,6 +766,8 @@ impl GpuEngine {
             ahead_call: None,
             layers_done,
             copied,
+            picked,
+            id_stream,
             id_ready,
             id_host,
             ahead,
@@ -1922,7 +1930,14 @@ impl GpuEngine {
             return self.next_token(sample);
         }
         self.pick_on_gpu(sample)?;
-        self.copy_id(&self.id_ready)?;
+        let stream = self.gpu.stream().clone();
+        self.picked.record(&stream).map_err(drv("cuEventRecord"))?;
+        self.id_stream
+            .wait(&self.picked)
+            .map_err(drv("cuStreamWaitEvent"))?;
+        // out_id is not written again before the host has read it: the next pick is enqueued
+        // after that
+        self.copy_id(&self.id_stream, &self.id_ready)?;
         let before = self.stats.bytes_vram;
         self.call(None, 1)?;
         // the host sleeps: waking late costs the GPU nothing now
@@ -1960,7 +1975,7 @@ impl GpuEngine {
     /// ~80 us, the GPU idle meanwhile: 2.5% of an 8B token). Polling is bounded: after
     /// [`SPIN_LIMIT`] it sleeps.
     fn read_id(&mut self) -> Result<u32> {
-        self.copy_id(&self.copied)?;
+        self.copy_id(self.gpu.stream(), &self.copied)?;
         self.layers_done
             .synchronize()
             .map_err(drv("cuEventSynchronize"))?;
@@ -1977,9 +1992,8 @@ impl GpuEngine {
         self.id_from_host()
     }
 
-    /// Enqueue the copy of `out_id` to the page-locked `id_host`, then `done`.
-    fn copy_id(&self, done: &CudaEvent) -> Result<()> {
-        let stream = self.gpu.stream();
+    /// Enqueue the copy of `out_id` to the page-locked `id_host` on `stream`, then `done`.
+    fn copy_id(&self, stream: &Arc<CudaStream>, done: &CudaEvent) -> Result<()> {
         self.gpu
             .context()
             .bind_to_thread()
