@@ -10,6 +10,7 @@
 //!   to the fully resident run, token after token.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+use llmstream::gguf::GgmlType;
 use llmstream::{BackendChoice, Config, Context};
 use llmstream_infer::gpu::plan::Tier;
 use llmstream_infer::gpu::{GpuConfig, GpuEngine, Split};
@@ -201,6 +202,16 @@ fn smollm2_gpu_greedy_equals_cpu() {
 /// `LLMSTREAM_TOKENIZER_GGUF` (any GGUF that carries it: `scripts/gpu/prepare.sh` makes a 3.5 MB
 /// one, so the GPU machine needs no 98 MB model for these tests).
 fn synth_model(arch: &str, quant: QuantMix, name: &str) -> Option<PathBuf> {
+    let spec = SynthSpec {
+        quant,
+        seed: 7,
+        ..SynthSpec::preset(arch).unwrap()
+    };
+    synth_spec_model(&spec, name)
+}
+
+/// As [`synth_model`], of any shape.
+fn synth_spec_model(spec: &SynthSpec, name: &str) -> Option<PathBuf> {
     let tok_src = std::env::var_os("LLMSTREAM_TOKENIZER_GGUF")
         .map(PathBuf::from)
         .filter(|p| p.exists())
@@ -211,12 +222,7 @@ fn synth_model(arch: &str, quant: QuantMix, name: &str) -> Option<PathBuf> {
     }
     let g = llmstream::gguf::GgufFile::open(&tok_src).unwrap();
     let tok = TokenizerSource::from_gguf(&g).unwrap();
-    let spec = SynthSpec {
-        quant,
-        seed: 7,
-        ..SynthSpec::preset(arch).unwrap()
-    };
-    let plan = synth::Plan::new(&spec, &tok).unwrap();
+    let plan = synth::Plan::new(spec, &tok).unwrap();
     let path =
         std::env::temp_dir().join(format!("llmstream-gpu-{}-{name}.gguf", std::process::id()));
     let f = std::fs::File::create(&path).unwrap();
@@ -238,6 +244,23 @@ fn synthetic_llama_and_qwen2_every_quant_type_gpu_equals_cpu() {
             let _ = std::fs::remove_file(&path);
         }
     }
+}
+
+/// The model of the tiered and hybrid runs: SmolLM2, else (the GPU machine may lack it) a
+/// synthetic 24-layer llama with its tokenizer and Q4_K for every matrix (equal layers, as the
+/// budgets of those tests assume). The flag: a temporary file.
+fn tiered_model(name: &str) -> Option<(PathBuf, bool)> {
+    let p = smollm2();
+    if p.exists() {
+        return Some((p, false));
+    }
+    let spec = SynthSpec {
+        n_layer: 24,
+        quant: QuantMix::Single(GgmlType::Q4_K),
+        seed: 7,
+        ..SynthSpec::preset("tiny-llama").unwrap()
+    };
+    synth_spec_model(&spec, name).map(|p| (p, true))
 }
 
 /// The VRAM every plan of `g`'s model needs, and its largest layer: what budgets that force a
@@ -268,14 +291,13 @@ fn trace(g: &mut GpuEngine, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
-    let p = smollm2();
-    if !p.exists() {
-        eprintln!("skipped: {} absent", p.display());
+    if !gpu_present() {
         return;
     }
-    let Some(mut resident) = gpu(&p, GpuConfig::default()) else {
+    let Some((p, temp)) = tiered_model("tiers") else {
         return;
     };
+    let mut resident = gpu(&p, GpuConfig::default()).unwrap();
     let prompt = [1u32, 504, 3458, 282, 4649, 314, 3158];
     let want = trace(&mut resident, &prompt, 12);
     let (fixed, layer) = budget_units(&resident);
@@ -305,6 +327,9 @@ fn three_tier_runs_equal_the_resident_run_bit_for_bit() {
         }
         let st = g.take_stats();
         eprintln!("depth {depth}: {}", st.to_json());
+    }
+    if temp {
+        let _ = std::fs::remove_file(&p);
     }
 }
 
@@ -434,17 +459,17 @@ fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
 /// held to the same tolerance as the all-GPU runs.
 #[test]
 fn hybrid_cpu_layers_match_the_cpu_engine() {
-    let p = smollm2();
-    if !p.exists() {
-        eprintln!("skipped: {} absent", p.display());
+    if !gpu_present() {
         return;
     }
-    let Some(resident) = gpu(&p, GpuConfig::default()) else {
+    let Some((p, p_temp)) = tiered_model("hybrid") else {
         return;
     };
+    let resident = gpu(&p, GpuConfig::default()).unwrap();
     let (fixed, layer) = budget_units(&resident);
     let n_layer = resident.hp.n_layer;
     drop(resident);
+    // the model of the splits below is removed after them
     let mut paths = vec![(p.clone(), false)];
     for arch in ["tiny-llama", "tiny-qwen2"] {
         if let Some(s) = synth_model(arch, QuantMix::Q4KM, &format!("{arch}-hybrid")) {
@@ -464,7 +489,7 @@ fn hybrid_cpu_layers_match_the_cpu_engine() {
             let _ = std::fs::remove_file(path);
         }
     }
-    // SmolLM2 with room for 13 layers in VRAM (11 beside the 2 slots of the default depth when
+    // The model with room for 13 layers in VRAM (11 beside the 2 slots of the default depth when
     // layers are streamed), the rest in pinned RAM: all of them on the CPU (no slots), then
     // split by the measured rates.
     for split in [Split::Cpu, Split::Auto] {
@@ -495,5 +520,8 @@ fn hybrid_cpu_layers_match_the_cpu_engine() {
         }
         // `auto` follows the measured rates: SmolLM2's 3 MB layers may all go to the link.
         check_engine_against_cpu(&p, g, &prompts(49152)[..1]);
+    }
+    if p_temp {
+        let _ = std::fs::remove_file(&p);
     }
 }
