@@ -439,11 +439,15 @@ fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
                 ..SamplerConfig::default()
             });
             let mut history = Vec::new();
-            let (gen, _) = s
+            let (gen, stats) = s
                 .generate(&prompt, steps, &mut sampler, &mut history, |_| {})
                 .unwrap();
             let fed = gen.generated_tokens.len() - 1;
             assert_eq!(s.engine.pos(), prompt.len() + fed, "ahead {ahead}");
+            assert_eq!(
+                stats.decode.calls, fed as u64,
+                "ahead {ahead}: decode calls"
+            );
             texts.push(gen.generated_tokens);
         }
         assert_eq!(

@@ -1058,9 +1058,17 @@ impl GpuEngine {
         self.output_ref.rows
     }
 
-    /// Take the accumulated per-call statistics.
+    /// Take the accumulated per-call statistics. A call enqueued ahead whose token the host
+    /// has not fed yet counts with the calls to come.
     pub fn take_stats(&mut self) -> TokenStats {
-        std::mem::take(&mut self.stats)
+        let mut out = std::mem::take(&mut self.stats);
+        if let Some((_, bytes)) = self.ahead_call {
+            out.calls = out.calls.saturating_sub(1);
+            out.bytes_vram = out.bytes_vram.saturating_sub(bytes);
+            self.stats.calls = 1;
+            self.stats.bytes_vram = bytes;
+        }
+        out
     }
 
     /// The library context's streaming statistics.
