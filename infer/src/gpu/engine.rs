@@ -1858,7 +1858,13 @@ impl GpuEngine {
             );
             return Ok(None);
         }
-        Ok(Some(DevBuf::from_host(self.gpu.stream(), table)?))
+        match DevBuf::from_host(self.gpu.stream(), table) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) => {
+                tracing::info!("the embedding table stays on the host: {e}");
+                Ok(None)
+            }
+        }
     }
 
     /// Whether every layer is in VRAM and computed there (no streaming, no CPU layers).
@@ -1869,11 +1875,13 @@ impl GpuEngine {
     }
 
     /// Whether [`Self::next_token_ahead`] can enqueue the next call before the host reads the
-    /// token: resident layers, the embedding table on the GPU, a free position, no call ahead
-    /// already.
+    /// token: resident layers, the embedding table on the GPU with a row for every id, a free
+    /// position, no call ahead already.
     pub fn can_run_ahead(&self) -> bool {
         self.cfg.ahead
             && self.ahead_call.is_none()
+            // every id the pick can write has a row
+            && self.n_vocab() <= self.embd_ref.rows
             && self.pos < self.cfg.n_ctx
             && self.resident_only()
             && self.device_table().is_some()
