@@ -15,23 +15,10 @@ pub const ATTENTION_CHUNK: usize = 256;
 /// over many blocks.
 const DECODE_CHUNKS: usize = 128;
 
-/// Fewest positions per chunk of a one-token call: 16, or `LLMSTREAM_ATT_MIN_CHUNK` (a
-/// multiple of 16 up to 256; a measuring knob).
-fn min_decode_chunk() -> usize {
-    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MIN.get_or_init(|| {
-        std::env::var("LLMSTREAM_ATT_MIN_CHUNK")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|v| v % 16 == 0 && (16..=ATTENTION_CHUNK).contains(v))
-            .unwrap_or(16)
-    })
-}
-
 /// Positions per chunk for `n_tok` queries whose last one sees `n_kv` positions.
 fn chunk_len(n_tok: usize, n_kv: usize) -> usize {
     if n_tok == 1 {
-        (n_kv.div_ceil(DECODE_CHUNKS).div_ceil(16) * 16).clamp(min_decode_chunk(), ATTENTION_CHUNK)
+        (n_kv.div_ceil(DECODE_CHUNKS).div_ceil(16) * 16).clamp(16, ATTENTION_CHUNK)
     } else {
         ATTENTION_CHUNK
     }
