@@ -415,6 +415,26 @@ struct Streamer {
     timing_used: usize,
 }
 
+/// Where the token embedding rows come from.
+enum Embedding {
+    /// The output matrix (tied to the embedding), resident.
+    Tied,
+    /// The untied table in host memory: rows dequantized on the CPU.
+    Host(Vec<u8>),
+    /// The untied table moved to VRAM, so that the GPU can feed itself the token it picked
+    /// ([`GpuEngine::next_token_ahead`]).
+    Device(DevBuf),
+}
+
+/// A forward call's start and end events: nothing to collect, its time to add to the
+/// statistics once the end is reached, or its time to drop (the call was undone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    Idle,
+    Collect,
+    Drop,
+}
+
 /// A model on the GPU.
 pub struct GpuEngine {
     gpu: Gpu,
@@ -432,10 +452,7 @@ pub struct GpuEngine {
     output_ref: TRef,
     output_norm: DevBuf,
     rope_freqs: Option<DevBuf>,
-    embd_host: Option<Vec<u8>>,
-    /// The untied embedding table in VRAM, when the one-token calls may take their token from
-    /// the GPU's own pick ([`GpuEngine::next_token_ahead`]).
-    embd_dev: Option<DevBuf>,
+    embd: Embedding,
     embd_ref: TRef,
     /// KV caches of the GPU's layers (`None` for CPU layers: theirs is in host memory).
     kv: Vec<Option<(DevBuf, DevBuf)>>,
@@ -446,9 +463,9 @@ pub struct GpuEngine {
     stats: TokenStats,
     ev_start: CudaEvent,
     ev_end: CudaEvent,
-    /// Start and end events of the last two forward calls, and whether each pair still has a
-    /// time to collect: with a call enqueued ahead, the host reads the id of the one before.
-    timing_ev: [(CudaEvent, CudaEvent, bool); 2],
+    /// Start and end events of the last two forward calls, and what to do with each pair's
+    /// time: with a call enqueued ahead, the host reads the id of the one before.
+    timing_ev: [(CudaEvent, CudaEvent, Timing); 2],
     timing_at: usize,
     /// The weight bytes of the call enqueued ahead of the host ([`GpuEngine::next_token_ahead`])
     /// whose token the host has not fed yet, with that token.
@@ -679,10 +696,10 @@ impl GpuEngine {
             Some(f) => Some(DevBuf::from_f32(&stream, &f)?),
             None => None,
         };
-        let embd_host = if tied {
-            None
+        let embd = if tied {
+            Embedding::Tied
         } else {
-            Some(model.read_tensor(&ctx, "token_embd.weight")?)
+            Embedding::Host(model.read_tensor(&ctx, "token_embd.weight")?)
         };
 
         // KV caches of the GPU's layers; the pinned-RAM layers get theirs once the split has
@@ -723,8 +740,8 @@ impl GpuEngine {
         let ev_start = event(blocking)?;
         let ev_end = event(blocking)?;
         let timing_ev = [
-            (event(blocking)?, event(blocking)?, false),
-            (event(blocking)?, event(blocking)?, false),
+            (event(blocking)?, event(blocking)?, Timing::Idle),
+            (event(blocking)?, event(blocking)?, Timing::Idle),
         ];
         let layers_done = event(blocking)?;
         // no blocking-sync flag: the host polls it
@@ -750,8 +767,7 @@ impl GpuEngine {
             output_ref,
             output_norm,
             rope_freqs,
-            embd_host,
-            embd_dev: None,
+            embd,
             embd_ref,
             kv,
             acts,
@@ -788,7 +804,7 @@ impl GpuEngine {
             cpu_calibrated_bps: None,
         };
         engine.place_outside_vram(&layer_bytes)?;
-        engine.embd_dev = engine.device_embedding(fixed, vram_budget)?;
+        engine.device_embedding(fixed, vram_budget)?;
         tracing::info!(
             cpu = engine.plan.count(Tier::Cpu),
             cpu_gbps = engine.rates.cpu_bps / 1e9,
@@ -1642,7 +1658,7 @@ impl GpuEngine {
                 self.ahead_call = None;
                 return Ok(());
             }
-            self.cancel_ahead()?;
+            self.cancel_ahead();
         }
         let n = tokens.len();
         if n == 0 {
@@ -1676,7 +1692,7 @@ impl GpuEngine {
     fn call(&mut self, tokens: Option<&[u32]>, n: usize) -> Result<()> {
         let stream = self.gpu.stream().clone();
         let slot = self.timing_at;
-        if self.timing_ev[slot].2 {
+        if self.timing_ev[slot].2 != Timing::Idle {
             self.timing_ev[slot]
                 .1
                 .synchronize()
@@ -1697,7 +1713,7 @@ impl GpuEngine {
         // table when it was put in VRAM), else on the CPU.
         let x = self.acts.x.sub(0, f32_bytes(n * d))?;
         let device_table = self.device_table();
-        if let (Some(tokens), None, Some(table)) = (tokens, device_table, &self.embd_host) {
+        if let (Some(tokens), Embedding::Host(table)) = (tokens, &self.embd) {
             let e = self.embd_ref;
             let row = e.bytes / e.rows;
             let mut host = vec![0f32; n * d];
@@ -1811,7 +1827,7 @@ impl GpuEngine {
         self.stats.bytes_vram += self.output_ref.bytes as u64;
         let ev = &mut self.timing_ev[slot];
         ev.1.record(&stream).map_err(drv("cuEventRecord"))?;
-        ev.2 = true;
+        ev.2 = Timing::Collect;
         self.timing_at = slot ^ 1;
         self.stats.calls += 1;
         Ok(())
@@ -1820,23 +1836,23 @@ impl GpuEngine {
     /// The embedding table on the GPU: the output matrix when tied, else the untied table
     /// when [`Self::device_embedding`] put it there.
     fn device_table(&self) -> Option<DevSpan> {
-        if self.embd_host.is_none() {
-            Some(self.output.span())
-        } else {
-            self.embd_dev.as_ref().map(DevBuf::span)
+        match &self.embd {
+            Embedding::Tied => Some(self.output.span()),
+            Embedding::Host(_) => None,
+            Embedding::Device(b) => Some(b.span()),
         }
     }
 
-    /// The untied embedding table copied to VRAM (`None`: the CPU looks rows up), when the
+    /// Move the untied embedding table to VRAM (else the CPU keeps looking rows up) when the
     /// GPU may feed itself its picked tokens ([`Self::next_token_ahead`]): every layer
     /// resident, the table's row lookup on the GPU, and room for it within the budget and
-    /// the free memory with the reserve kept.
-    fn device_embedding(&self, fixed: u64, vram_budget: u64) -> Result<Option<DevBuf>> {
-        let Some(table) = self.embd_host.as_ref() else {
-            return Ok(None);
+    /// the free memory with the reserve kept. The host copy is dropped then.
+    fn device_embedding(&mut self, fixed: u64, vram_budget: u64) -> Result<()> {
+        let Embedding::Host(table) = &self.embd else {
+            return Ok(());
         };
         if !self.cfg.ahead || !self.resident_only() || !gq::rows_supported(self.embd_ref.ty) {
-            return Ok(None);
+            return Ok(());
         }
         let used = fixed
             + self
@@ -1856,15 +1872,17 @@ impl GpuEngine {
                 table = need,
                 "the embedding table stays on the host: the next token is fed from there"
             );
-            return Ok(None);
+            return Ok(());
         }
-        match DevBuf::from_host(self.gpu.stream(), table) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) => {
-                tracing::info!("the embedding table stays on the host: {e}");
-                Ok(None)
-            }
+        // the copy is done with the host table before it is dropped
+        match DevBuf::from_host(self.gpu.stream(), table).and_then(|b| {
+            self.gpu.sync()?;
+            Ok(b)
+        }) {
+            Ok(b) => self.embd = Embedding::Device(b),
+            Err(e) => tracing::info!("the embedding table stays on the host: {e}"),
         }
+        Ok(())
     }
 
     /// Whether every layer is in VRAM and computed there (no streaming, no CPU layers).
@@ -1889,22 +1907,15 @@ impl GpuEngine {
 
     /// Undo the call enqueued ahead whose token the host did not feed (the generation ended
     /// there, or other tokens came): its position is free again, its statistics dropped.
-    pub fn cancel_ahead(&mut self) -> Result<()> {
+    pub fn cancel_ahead(&mut self) {
         let Some((_, bytes)) = self.ahead_call.take() else {
-            return Ok(());
+            return;
         };
-        // the call's time is not a fed token's: let it finish, keep the others' times
-        let last = self.timing_at ^ 1;
-        self.timing_ev[last]
-            .1
-            .synchronize()
-            .map_err(drv("cuEventSynchronize"))?;
-        self.timing_ev[last].2 = false;
-        self.collect_timing()?;
+        // the call's time is not a fed token's (it was the last call)
+        self.timing_ev[self.timing_at ^ 1].2 = Timing::Drop;
         self.pos -= 1;
         self.stats.calls = self.stats.calls.saturating_sub(1);
         self.stats.bytes_vram = self.stats.bytes_vram.saturating_sub(bytes);
-        Ok(())
     }
 
     /// A throttle point: the host sleeps until the GPU has passed the one `AHEAD` points ago,
@@ -2074,12 +2085,14 @@ impl GpuEngine {
 
     /// After a synchronisation: add the call's GPU time and H2D waits to the statistics.
     fn collect_timing(&mut self) -> Result<()> {
-        for (start, end, pending) in &mut self.timing_ev {
-            if *pending && end.try_is_complete().map_err(drv("cuEventQuery"))? {
-                *pending = false;
-                if let Ok(ms) = start.elapsed_ms(end) {
-                    self.stats.gpu_ms += f64::from(ms);
+        for (start, end, timing) in &mut self.timing_ev {
+            if *timing != Timing::Idle && end.try_is_complete().map_err(drv("cuEventQuery"))? {
+                if *timing == Timing::Collect {
+                    if let Ok(ms) = start.elapsed_ms(end) {
+                        self.stats.gpu_ms += f64::from(ms);
+                    }
                 }
+                *timing = Timing::Idle;
             }
         }
         if let Some(s) = self.streamer.as_mut() {
