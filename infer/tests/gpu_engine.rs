@@ -278,12 +278,22 @@ fn budget_units(g: &GpuEngine) -> (u64, u64) {
 
 /// Logits of `steps` greedy tokens after `prompt`.
 fn trace(g: &mut GpuEngine, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
+    trace_with(g, prompt, steps, |_, t| t)
+}
+
+/// As [`trace`], feeding `fed(i, t)` at step `i` for the picked token `t`.
+fn trace_with(
+    g: &mut GpuEngine,
+    prompt: &[u32],
+    steps: usize,
+    fed: impl Fn(usize, u32) -> u32,
+) -> Vec<Vec<f32>> {
     g.reset();
     g.forward(prompt).unwrap();
     let mut out = vec![g.logits().unwrap()];
-    for _ in 0..steps {
+    for i in 0..steps {
         let t = g.next_token(None).unwrap();
-        g.forward(&[t]).unwrap();
+        g.forward(&[fed(i, t)]).unwrap();
         out.push(g.logits().unwrap());
     }
     out
@@ -368,10 +378,15 @@ fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
     }
 }
 
-/// Logits of `steps` tokens after `prompt` fed ahead: the GPU looks up the token it picked
-/// before the host has read it, the host's `forward` of that token taking its place; the last
-/// step feeds the token after the picked one instead, which undoes the call ahead.
-fn trace_ahead(g: &mut GpuEngine, prompt: &[u32], steps: usize, vocab: u32) -> Vec<Vec<f32>> {
+/// As [`trace_with`], with the picked token fed ahead: the GPU looks it up before the host has
+/// read it, the host's `forward` of that token taking its place; where `fed` gives another
+/// token, that `forward` undoes the call ahead first.
+fn trace_ahead(
+    g: &mut GpuEngine,
+    prompt: &[u32],
+    steps: usize,
+    fed: impl Fn(usize, u32) -> u32,
+) -> Vec<Vec<f32>> {
     g.reset();
     g.forward(prompt).unwrap();
     let mut out = vec![g.logits().unwrap()];
@@ -383,11 +398,7 @@ fn trace_ahead(g: &mut GpuEngine, prompt: &[u32], steps: usize, vocab: u32) -> V
             prompt.len() + i,
             "the call ahead is not counted yet"
         );
-        if i + 1 == steps {
-            g.forward(&[(t + 1) % vocab]).unwrap();
-        } else {
-            g.forward(&[t]).unwrap();
-        }
+        g.forward(&[fed(i, t)]).unwrap();
         assert_eq!(g.pos(), prompt.len() + i + 1);
         out.push(g.logits().unwrap());
     }
@@ -408,17 +419,10 @@ fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
         let steps = 12;
         let mut g = gpu(&path, GpuConfig::default()).unwrap();
         let vocab = g.n_vocab() as u32;
-        // the host-fed reference, its last token replaced as trace_ahead does
-        g.reset();
-        g.forward(&prompt).unwrap();
-        let mut want = vec![g.logits().unwrap()];
-        for i in 0..steps {
-            let t = g.next_token(None).unwrap();
-            let fed = if i + 1 == steps { (t + 1) % vocab } else { t };
-            g.forward(&[fed]).unwrap();
-            want.push(g.logits().unwrap());
-        }
-        let got = trace_ahead(&mut g, &prompt, steps, vocab);
+        // the picked tokens, but the last one replaced (which undoes the call ahead)
+        let fed = |i: usize, t: u32| if i + 1 == steps { (t + 1) % vocab } else { t };
+        let want = trace_with(&mut g, &prompt, steps, fed);
+        let got = trace_ahead(&mut g, &prompt, steps, fed);
         for (i, (a, b)) in want.iter().zip(&got).enumerate() {
             assert!(
                 a == b,
