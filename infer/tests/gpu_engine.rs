@@ -278,22 +278,38 @@ fn budget_units(g: &GpuEngine) -> (u64, u64) {
 
 /// Logits of `steps` greedy tokens after `prompt`.
 fn trace(g: &mut GpuEngine, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
-    trace_with(g, prompt, steps, |_, t| t)
+    trace_with(g, prompt, steps, false, |_, t| t)
 }
 
-/// As [`trace`], feeding `fed(i, t)` at step `i` for the picked token `t`.
+/// As [`trace`], feeding `fed(i, t)` at step `i` for the picked token `t`. With `ahead`, each
+/// token is picked with the call ahead ([`GpuEngine::next_token_ahead`]: the GPU looks it up
+/// before the host has read it, the host's `forward` of that token taking its place; where
+/// `fed` gives another token, that `forward` undoes the call ahead first).
 fn trace_with(
     g: &mut GpuEngine,
     prompt: &[u32],
     steps: usize,
+    ahead: bool,
     fed: impl Fn(usize, u32) -> u32,
 ) -> Vec<Vec<f32>> {
     g.reset();
     g.forward(prompt).unwrap();
     let mut out = vec![g.logits().unwrap()];
     for i in 0..steps {
-        let t = g.next_token(None).unwrap();
+        let t = if ahead {
+            assert!(g.can_run_ahead(), "step {i}: the call ahead is possible");
+            let t = g.next_token_ahead(None).unwrap();
+            assert_eq!(
+                g.pos(),
+                prompt.len() + i,
+                "the call ahead is not counted yet"
+            );
+            t
+        } else {
+            g.next_token(None).unwrap()
+        };
         g.forward(&[fed(i, t)]).unwrap();
+        assert_eq!(g.pos(), prompt.len() + i + 1);
         out.push(g.logits().unwrap());
     }
     out
@@ -378,33 +394,6 @@ fn fused_decode_equals_the_unfused_launches_bit_for_bit() {
     }
 }
 
-/// As [`trace_with`], with the picked token fed ahead: the GPU looks it up before the host has
-/// read it, the host's `forward` of that token taking its place; where `fed` gives another
-/// token, that `forward` undoes the call ahead first.
-fn trace_ahead(
-    g: &mut GpuEngine,
-    prompt: &[u32],
-    steps: usize,
-    fed: impl Fn(usize, u32) -> u32,
-) -> Vec<Vec<f32>> {
-    g.reset();
-    g.forward(prompt).unwrap();
-    let mut out = vec![g.logits().unwrap()];
-    for i in 0..steps {
-        assert!(g.can_run_ahead(), "step {i}: the call ahead is possible");
-        let t = g.next_token_ahead(None).unwrap();
-        assert_eq!(
-            g.pos(),
-            prompt.len() + i,
-            "the call ahead is not counted yet"
-        );
-        g.forward(&[fed(i, t)]).unwrap();
-        assert_eq!(g.pos(), prompt.len() + i + 1);
-        out.push(g.logits().unwrap());
-    }
-    out
-}
-
 #[test]
 fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
     if !gpu_present() {
@@ -421,8 +410,8 @@ fn tokens_fed_ahead_equal_the_host_fed_run_bit_for_bit() {
         let vocab = g.n_vocab() as u32;
         // the picked tokens, but the last one replaced (which undoes the call ahead)
         let fed = |i: usize, t: u32| if i + 1 == steps { (t + 1) % vocab } else { t };
-        let want = trace_with(&mut g, &prompt, steps, fed);
-        let got = trace_ahead(&mut g, &prompt, steps, fed);
+        let want = trace_with(&mut g, &prompt, steps, false, fed);
+        let got = trace_with(&mut g, &prompt, steps, true, fed);
         for (i, (a, b)) in want.iter().zip(&got).enumerate() {
             assert!(
                 a == b,
