@@ -44,7 +44,7 @@ __device__ __forceinline__ int warp_sum_i(int v) {
 // start while the kernel before it in the stream finishes; such a kernel must call pdl_wait()
 // before it reads anything an earlier kernel wrote or writes anything one reads, and then
 // pdl_launch() lets the next kernel's blocks start. Until pdl_wait() a kernel may only read
-// memory no kernel in flight writes (weights: fast.cu prefetches them into L2 there). The
+// memory no kernel in flight writes (weights: fast.cu loads a row's first step there). The
 // kernels that do this are listed in infer/src/gpu/ops/launch.rs (PDL_KERNELS).
 __device__ __forceinline__ void pdl_wait() {
 #if __CUDA_ARCH__ >= 900
@@ -55,10 +55,4 @@ __device__ __forceinline__ void pdl_launch() {
 #if __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-}
-// Ask for the 128-byte lines of p .. p + n in L2 (no registers, no wait).
-__device__ __forceinline__ void prefetch_l2(const u8* p, u64 n, unsigned lane) {
-    for (u64 off = (u64)lane * 128u; off < n; off += 32u * 128u)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-    if (lane == 0 && n > 0) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + n - 1));
 }

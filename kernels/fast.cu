@@ -315,9 +315,8 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const FastRow pair = fast_row(2 * (threadIdx.x % (FAST_WARPS / 2)), nsb, w0, y0, rows0, w1,
                                   y1, rows1, w2, y2, rows2, flags);
     fast_rope_angles(rp, pair, cs, sn);
-    const unsigned bs = fastmv::block_bytes(r.ty);
-    // the weights are no earlier kernel's output: ask for them before waiting for x
-    if (r.seg < 3) prefetch_l2(r.w, (u64)nsb * bs, lane);
+    // the weights are no earlier kernel's output: row_part loads the first step's before
+    // waiting for x (no L2 prefetch of the rest: docs/gpu-inference.md)
     float acc = 0.f;
     if (r.seg < 3)
         acc = warp_sum(fastmv::row_part(r.ty, r.w, x, nsb, lane, xbs, fastmv::PdlWait{}));
@@ -341,8 +340,6 @@ extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     const u32 ty = (flags >> (up ? 2 : 0)) & 3u;
     const u64 bs = fastmv::block_bytes(ty);
     const u8* wr = (up ? wu : wg) + (u64)row * nsb * bs;
-    // the weights are no earlier kernel's output: ask for them first
-    if (row < rows) prefetch_l2(wr, (u64)nsb * bs, lane);
     if (row < rows) {
         const float acc = warp_sum(fastmv::row_part(ty, wr, x, nsb, lane, xbs, fastmv::PdlWait{}));
         if (lane == 0) part[wid] = acc;

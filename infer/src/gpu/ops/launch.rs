@@ -21,7 +21,7 @@ pub(crate) enum Arg {
 
 /// Kernels that start with `pdl_wait()` (`kernels/common.cuh`) and may therefore be launched
 /// with programmatic dependent launch: the kernels of a decode layer, so that each one's blocks
-/// start (and its weights are prefetched into L2) while the kernel before it finishes.
+/// start (and load their first weights) while the kernel before it finishes.
 pub(crate) const PDL_KERNELS: &[&str] = &[
     "fast_mv",
     "fast_gate_up",
