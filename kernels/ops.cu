@@ -81,7 +81,8 @@ template <typename T> __device__ T op_block_excl_scan(T v, T* total) {
 // flight, then the block reduces; mean narrowed to float, 1 / sqrt(mean + eps).
 #define OP_RMS_THREADS 256
 
-__device__ __forceinline__ float op_rms_scale(const float* xr, int n, float eps) {
+// This thread's sum of squares (before the block's reduction).
+__device__ __forceinline__ double op_rms_sum(const float* xr, int n) {
     double s = 0.0;
     for (int base = 0; base < n; base += 16 * OP_RMS_THREADS) {
         float v[16];
@@ -94,9 +95,15 @@ __device__ __forceinline__ float op_rms_scale(const float* xr, int n, float eps)
         for (int k = 0; k < 16; k++)
             if (base + k * OP_RMS_THREADS + (int)threadIdx.x < n) s += (double)__fmul_rn(v[k], v[k]);
     }
-    s = op_block_reduce<OpAdd>(s, 0.0);
+    return s;
+}
+// The scale from the block's sum of squares.
+__device__ __forceinline__ float op_rms_finish(double s, int n, float eps) {
     const float mean = (float)(s / (double)n);
     return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+}
+__device__ __forceinline__ float op_rms_scale(const float* xr, int n, float eps) {
+    return op_rms_finish(op_block_reduce<OpAdd>(op_rms_sum(xr, n), 0.0), n, eps);
 }
 
 // One block per row: out = (x * scale) * w.
@@ -118,14 +125,21 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
 extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     ops_rms_norm_q8k(const float* x, const float* w, float* out, u8* xq, int n, float eps,
                      u32 xbs) {
-    __shared__ float nv[256];
+    __shared__ __align__(16) float nv[256];
+    __shared__ double ws[OP_RMS_THREADS / 32];
     const int i = (int)blockIdx.x * 256 + (int)threadIdx.x;
     const float wi = w[i];  // the norm's weights are no earlier kernel's output
     pdl_wait();             // programmatic dependent launch (common.cuh)
     pdl_launch();
     const float* xr = x + (u64)blockIdx.y * n;
     float* orow = out + (u64)blockIdx.y * n;
-    const float scale = op_rms_scale(xr, n, eps);
+    // op_rms_scale's bits with one barrier: every thread adds the eight warps' sums in the
+    // order of op_block_reduce's second step (its lanes 8 and up hold zeros)
+    const double s = op_warp_reduce<OpAdd>(op_rms_sum(xr, n));
+    if ((threadIdx.x & 31) == 0) ws[threadIdx.x >> 5] = s;
+    __syncthreads();  // the warps' sums are in shared memory
+    const double tot = ((ws[0] + ws[4]) + (ws[2] + ws[6])) + ((ws[1] + ws[5]) + (ws[3] + ws[7]));
+    const float scale = op_rms_finish(tot, n, eps);
     const float o = __fmul_rn(__fmul_rn(xr[i], scale), wi);
     orow[i] = o;
     nv[threadIdx.x] = o;
@@ -493,7 +507,7 @@ extern "C" __global__ void __launch_bounds__(256)
                          u32 pos0, int n_head, int hd, int n_chunks, int chunk) {
     pdl_wait();  // programmatic dependent launch (common.cuh)
     pdl_launch();
-    __shared__ float vals[256];
+    __shared__ __align__(16) float vals[256];
     const int e = (int)blockIdx.x * 256 + (int)threadIdx.x;
     const float o = op_attn_merge(part_acc, part_ml, pos0, 0, e / hd, e % hd, n_head, hd,
                                   n_chunks, chunk);
