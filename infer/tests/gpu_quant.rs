@@ -13,7 +13,8 @@
 //!
 //! Tests that need a GPU print `skipped: ...` without one. `emulated_kernels_match_cpu` runs
 //! the same cases through the kernels under a CPU emulator of the CUDA execution model
-//! (`tests/gpu_quant/emu/`), on any machine with a C++17 compiler (`$CXX`, else `g++`).
+//! (`tests/gpu_quant/emu/`), on any machine with a C++17 compiler (`$CXX`, else `g++`);
+//! `emulated_fused_norm_equals_norm_then_quantize` checks the decode path's fused norm there.
 #![allow(clippy::unwrap_used)]
 
 #[path = "gpu_quant/cases.rs"]
@@ -419,20 +420,22 @@ fn write_cases(dir: &Path) {
     std::fs::write(dir.join("index.txt"), index).unwrap();
 }
 
-#[test]
-fn emulated_kernels_match_cpu() {
+/// `$CXX` (else `g++`) when it runs, to build an emulator program.
+fn cxx() -> Option<String> {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     if Command::new(&cxx).arg("--version").output().is_err() {
         eprintln!("skipped: no C++ compiler ({cxx}) to build the kernel emulator");
-        return;
+        return None;
     }
+    Some(cxx)
+}
+
+/// Builds `tests/gpu_quant/emu/<program>` into `dir` (with `kernels/`, the emulator's folder
+/// and `dir` on the include path), runs it with `dir` as its argument and asserts it succeeded.
+fn build_and_run_emulated(cxx: &str, program: &str, dir: &Path, what: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("llmstream-quant-emu-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    write_cases(&dir.0);
-    let exe = dir.0.join("emu");
-    let built = Command::new(&cxx)
+    let exe = dir.join("emu");
+    let built = Command::new(cxx)
         .args([
             "-std=c++17",
             "-O1",
@@ -444,7 +447,9 @@ fn emulated_kernels_match_cpu() {
         .arg(root.join("../kernels"))
         .arg("-I")
         .arg(root.join("tests/gpu_quant/emu"))
-        .arg(root.join("tests/gpu_quant/emu/main.cpp"))
+        .arg("-I")
+        .arg(dir)
+        .arg(root.join("tests/gpu_quant/emu").join(program))
         .arg("-o")
         .arg(&exe)
         .output()
@@ -454,12 +459,56 @@ fn emulated_kernels_match_cpu() {
         "building the emulator failed:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let run = Command::new(&exe).arg(&dir.0).output().unwrap();
+    let run = Command::new(&exe).arg(dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     println!("{stdout}");
     assert!(
         run.status.success(),
-        "emulated kernels disagree with the CPU:\n{stdout}\n{}",
+        "{what}:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn emulated_kernels_match_cpu() {
+    let Some(cxx) = cxx() else { return };
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("llmstream-quant-emu-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    write_cases(&dir.0);
+    build_and_run_emulated(
+        &cxx,
+        "main.cpp",
+        &dir.0,
+        "emulated kernels disagree with the CPU",
+    );
+}
+
+/// The fused decode norm (`ops_rms_norm_q8k`) against `ops_rms_norm` then `quant_act_q8_k`,
+/// byte for byte under the emulator (`emu/norm.cpp`): the reductions and rms_norm sections of
+/// `kernels/ops.cu`, up to its rope section, are cut out for it.
+#[test]
+fn emulated_fused_norm_equals_norm_then_quantize() {
+    let Some(cxx) = cxx() else { return };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ops = std::fs::read_to_string(root.join("../kernels/ops.cu")).unwrap();
+    let end = ops
+        .lines()
+        .position(|l| l.starts_with("// ---") && l.ends_with(" rope"))
+        .expect("kernels/ops.cu has a rope section");
+    let part: String = ops.lines().take(end).map(|l| format!("{l}\n")).collect();
+    assert!(
+        part.contains("ops_rms_norm_q8k("),
+        "the cut holds the fused norm"
+    );
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("llmstream-norm-emu-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join("ops_norm.cu"), part).unwrap();
+    build_and_run_emulated(
+        &cxx,
+        "norm.cpp",
+        &dir.0,
+        "the emulated fused norm differs from the norm then the quantization",
     );
 }

@@ -186,6 +186,7 @@ inline float __fmul_rn(float a, float b) { volatile float r = a * b; return gpu_
 inline float __fadd_rn(float a, float b) { volatile float r = a + b; return gpu_canon(r); }
 inline float __fsub_rn(float a, float b) { volatile float r = a - b; return gpu_canon(r); }
 inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return gpu_canon(r); }
+inline float __fsqrt_rn(float a) { volatile float r = std::sqrt(a); return gpu_canon(r); }
 inline float __int2float_rn(int v) { return (float)v; }
 inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned sh) {
   uint64_t v = ((uint64_t)hi << 32) | lo; return (unsigned)(v >> (sh & 31));
