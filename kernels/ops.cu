@@ -135,6 +135,7 @@ extern "C" __global__ void __launch_bounds__(OP_RMS_THREADS)
     float* orow = out + (u64)blockIdx.y * n;
     // op_rms_scale's bits with one barrier: every thread adds the eight warps' sums in the
     // order of op_block_reduce's second step (its lanes 8 and up hold zeros)
+    static_assert(OP_RMS_THREADS == 256, "the sum below adds eight warps");
     const double s = op_warp_reduce<OpAdd>(op_rms_sum(xr, n));
     if ((threadIdx.x & 31) == 0) ws[threadIdx.x >> 5] = s;
     __syncthreads();  // the warps' sums are in shared memory

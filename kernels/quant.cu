@@ -824,12 +824,23 @@ extern "C" __global__ void __launch_bounds__(256)
 }
 
 namespace lsq {
-// ggml's quantize_row_q8_K_ref of 256 floats by one warp, lane l holding elements
-// 8l .. 8l + 8 in v (a run: its quants are 8 adjacent bytes, and the 16-element group of its
-// block sum is shared with one other lane). Layout: the 292-byte block of the CPU (qo = 4: f32
-// d, 256 quants, 16 i16 block sums), or with qo = 16 the decode kernels' 304-byte block (d, 12
-// zero bytes, then the same), whose quants are 16-byte aligned.
-__device__ __forceinline__ void q8k_run(const float (&v)[8], u8* o, u32 lane, u32 qo) {
+// ggml's quantize_row_q8_K_ref of the 256 floats at xb into the block o, by one warp, lane l
+// taking elements 8l .. 8l + 8 (a run: two 16-byte loads where xb is 16-byte aligned, its
+// quants 8 adjacent bytes, and the 16-element group of its block sum shared with one other
+// lane). Layout: the 292-byte block of the CPU (qo = 4: f32 d, 256 quants, 16 i16 block sums),
+// or with qo = 16 the decode kernels' 304-byte block (d, 12 zero bytes, then the same), whose
+// quants are 16-byte aligned.
+__device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane, u32 qo = 4u) {
+    float v[8];
+    if (((u64)xb & 15u) == 0u) {
+        const float4 a = *(const float4*)(xb + 8u * lane);
+        const float4 b = *(const float4*)(xb + 8u * lane + 4u);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
+        v[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = xb[8u * lane + k];
+    }
     // first element of largest magnitude (NaNs never win: a > amax is false for them)
     float ba = -1.0f, bv = 0.0f;
     u32 be = 0;
@@ -880,20 +891,6 @@ __device__ __forceinline__ void q8k_run(const float (&v)[8], u8* o, u32 lane, u3
     if ((lane & 1u) == 0u) *(u16*)(o + qo + 256u + lane) = (u16)(s & 0xffff);
     if (lane == 0u) *(float*)o = lsq::xdiv(1.0f, iscale);
     if (qo == 16u && lane >= 4u && lane < 16u) o[lane] = 0;
-}
-// The same for the 256 floats at xb (16-byte aligned: two 16-byte loads a lane, else eight).
-__device__ __forceinline__ void q8k_block(const float* xb, u8* o, u32 lane, u32 qo = 4u) {
-    float v[8];
-    if (((u64)xb & 15u) == 0u) {
-        const float4 a = *(const float4*)(xb + 8u * lane);
-        const float4 b = *(const float4*)(xb + 8u * lane + 4u);
-        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z,
-        v[7] = b.w;
-    } else {
-#pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = xb[8u * lane + k];
-    }
-    q8k_run(v, o, lane, qo);
 }
 }  // namespace lsq
 
