@@ -55,11 +55,13 @@ static u8* up(const std::vector<u8>& v) { u8* p = emu::dalloc(v.size()); memcpy(
 
 static int GRID_Q = 3;  // small grids: warps stride over several rows
 
-// emulated quantize(): returns device bytes
-static std::vector<u8> quantize(const TI& t, const std::vector<u8>& x, int cols, int n_tok) {
+// emulated quantize(): returns device bytes. shift: x starts that many bytes past a 16-byte
+// boundary (4: Q8_K's quantization takes its unaligned loads).
+static std::vector<u8> quantize(const TI& t, const std::vector<u8>& x, int cols, int n_tok, int shift = 0) {
   size_t n = (size_t)cols * n_tok;
   size_t xrow = (size_t)cols / t.xblock * t.xbytes;
-  u8* dx = up(x); u8* dout = emu::dalloc(xrow * n_tok);
+  u8* dx = emu::dalloc(x.size() + shift) + shift; memcpy(dx, x.data(), x.size());
+  u8* dout = emu::dalloc(xrow * n_tok);
   unsigned long long units = n / t.xblock;
   switch (t.vid) {
     case 0: emu::launch(2, 256, 0, [&] { quant_act_f32((const float*)dx, (float*)dout, units); }); break;
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
     bool qok = true;
     auto gq = quantize(t, x, cols, n_tok);
     if (gq != xq) { qok = false; }
+    if (t.vid == 15 && quantize(t, x, cols, n_tok, 4) != xq) { qok = false; }
     auto gqs = quantize(t, xs, cols, n_tok);
     size_t bad = 0, first = (size_t)-1;
     for (size_t i = 0; i < gqs.size(); i++) if (gqs[i] != xsq[i]) { bad++; if (first == (size_t)-1) first = i; }
