@@ -520,11 +520,12 @@ extern "C" __global__ void __launch_bounds__(256)
 
 // One token's attention in one launch, for short contexts (n_kv ≤ OP_ATT1_MAX positions) where
 // heads come in runs of 256 outputs (hd in 64, 128, 256): block b takes query heads G b ..
-// G b + G (G = 256 / hd), 1024 threads. Every load the block needs is asked for at once after
-// the wait: q, four lanes per position for the scores (each a quarter of the head, positions
-// t/4 + 256i; one K row for heads that share their kv head), and for the weighted sum of V a
-// column of 8 outputs and positions g, g + 32, ... per thread (the first OP_ATT1_VB of them in
-// registers before the softmax). Arithmetic as ops_attn_partial with one chunk (Q rounded to
+// G b + G (G = 256 / hd), 1024 threads. Every load the block needs is asked for at once: q,
+// four lanes per position for the scores (each a quarter of the head, positions t/4 + 256i;
+// one K row for heads that share their kv head), and for the weighted sum of V a column of 8
+// outputs and positions g, g + 32, ... per thread (the first OP_ATT1_VB of them in registers
+// before the softmax); the K and V rows of the positions before pos0 (the first 256 positions'
+// K where the block's heads share one kv head) before the PDL wait, q and row pos0 after it. Arithmetic as ops_attn_partial with one chunk (Q rounded to
 // f16, dots in float, weights exp(s - max) rounded to f16) and ops_attn_combine (times 1 / the
 // sum of the unrounded weights). With xq, the block's 256 outputs are also quantized (Q8_K,
 // the decode layout, as ops_attn_combine_q8k).
@@ -538,13 +539,14 @@ extern "C" __global__ void __launch_bounds__(1024)
     __shared__ float sc[4][OP_ATT1_MAX];
     __shared__ float red[32][257];
     __shared__ float sl[4];
-    pdl_wait();  // programmatic dependent launch (common.cuh)
-    pdl_launch();
     const int t = threadIdx.x, lane = t & 31, wid = t >> 5;
     const int G = 256 / hd, group = n_head / n_head_kv;
     const int h0 = (int)blockIdx.x * G;
     const int nkv = (int)pos0 + 1;
     const u64 kvw = (u64)n_head_kv * hd;
+    // Before the wait (programmatic dependent launch, common.cuh): the K and V rows of the
+    // positions before pos0 are no kernel in flight's output (the launch before this one
+    // writes row pos0), so their first loads are asked for while it ends; row pos0 after.
     // V: column c (outputs 8c .. 8c + 8: head j, dims d0 ..), positions g + 32i
     const int c = t & 31, g = t >> 5;
     const int j = (8 * c) / hd, d0 = (8 * c) % hd;
@@ -553,20 +555,41 @@ extern "C" __global__ void __launch_bounds__(1024)
 #pragma unroll
     for (int i = 0; i < OP_ATT1_VB; ++i) {
         const int p = g + 32 * i;
-        if (p < nkv) vw[i] = __ldg((const uint4*)(vbase + (u64)p * kvw + d0));
+        if (p < nkv - 1) vw[i] = __ldg((const uint4*)(vbase + (u64)p * kvw + d0));
+    }
+    // K of the first 256 positions (four lanes each, slices r, r + 4, ...) where one K row
+    // serves every head of the block and a lane's slices fit kw
+    const int r = t & 3, ns = hd / 32;  // slices per lane (2, 4 or 8)
+    const bool kone = ns <= 4 && h0 / group == (h0 + G - 1) / group;
+    const uint4* kr0 = (const uint4*)(kc + (u64)(t >> 2) * kvw + (u64)(h0 / group) * hd) + r;
+    uint4 kw[4];
+    if (kone && (t >> 2) < nkv - 1) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+            if (u < ns) kw[u] = __ldg(kr0 + 4 * u);
+    }
+    pdl_wait();
+    pdl_launch();
+#pragma unroll
+    for (int i = 0; i < OP_ATT1_VB; ++i) {
+        const int p = g + 32 * i;
+        if (p == nkv - 1) vw[i] = __ldg((const uint4*)(vbase + (u64)p * kvw + d0));
+    }
+    if (kone && (t >> 2) == nkv - 1) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+            if (u < ns) kw[u] = __ldg(kr0 + 4 * u);
     }
     if (t < 256) qs[t] = h2f(f2h(q[(u64)h0 * hd + t]));
     __syncthreads();  // q is in shared memory
 
     // Scores: four lanes per position, lane quarter r takes 8-wide slices r, r + 4, ...
-    const int r = t & 3, ns = hd / 32;  // slices per lane (2, 4 or 8)
     for (int p0 = 0; p0 < nkv; p0 += 256) {
         const int p = p0 + (t >> 2);
         const bool live = p < nkv;
         const u16* krow = kc + (u64)(live ? p : 0) * kvw;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int u0 = 0; u0 < ns; u0 += 4) {  // four slices in flight
-            uint4 kw[4];
+        for (int u0 = 0; u0 < ns; u0 += 4) {  // four slices in flight (kw: loaded above)
             int kh = -1;
 #pragma unroll
             for (int jj = 0; jj < 4; ++jj) {
@@ -576,7 +599,8 @@ extern "C" __global__ void __launch_bounds__(1024)
                     const uint4* kr = (const uint4*)(krow + (u64)kh * hd);
 #pragma unroll
                     for (int u = 0; u < 4; ++u)
-                        if (live && u0 + u < ns) kw[u] = __ldg(kr + r + 4 * (u0 + u));
+                        if (live && u0 + u < ns && !(kone && p0 == 0))
+                            kw[u] = __ldg(kr + r + 4 * (u0 + u));
                 }
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
