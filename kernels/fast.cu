@@ -87,7 +87,16 @@ __device__ __forceinline__ uint4 shr4(uint4 v, u32 s) {
 // Q4_K weights (144-byte super-blocks). Four lanes per super-block: lane l takes super-block
 // s = 8i + l/4 and in it sub-blocks 2j and 2j+1 (j = l%4): the 32 bytes qs[32j ..] (low
 // nibbles: sub-block 2j, high: 2j+1) against activation quants 64j .. 64j + 64. A step is one
-// super-block of a lane: its weights (load) and its share of the dot product (dot).
+// super-block of a lane: its weights (load) and its share of the dot product (dot: the two
+// factors a, b the lane's sum takes as fma(a, b, sum), so that every form of the products adds
+// a step with the same roundings; written out with the round-to-nearest intrinsics, which the
+// compiler does not contract further).
+struct StepTerm {
+    float a, b;
+};
+__device__ __forceinline__ float add_step(float acc, StepTerm t) {
+    return __fmaf_rn(t.a, t.b, acc);
+}
 struct Q4Step {
     uint4 H, q0, q1;
     __device__ __forceinline__ void load(const u8* __restrict__ wr, unsigned s, unsigned lane) {
@@ -98,8 +107,8 @@ struct Q4Step {
         q1 = __ldg((const uint4*)(b + 32 + 32 * j));
     }
     template <bool X16>
-    __device__ __forceinline__ float dot(const u8* __restrict__ x, unsigned s,
-                                         unsigned lane) const {
+    __device__ __forceinline__ StepTerm dot(const u8* __restrict__ x, unsigned s,
+                                            unsigned lane) const {
         const unsigned j = lane & 3;
         const u8* xb = x + (size_t)s * XL<X16>::BS;
         const float xd = __ldg((const float*)xb);
@@ -117,8 +126,9 @@ struct Q4Step {
         const int s01 = (int)(short)(b01 & 0xFFFFu) + (int)(short)(b01 >> 16);
         const int s23 = (int)(short)(b23 & 0xFFFFu) + (int)(short)(b23 >> 16);
         const int mins = m1 * s01 + m2 * s23;
-        return xd * (h2f((u16)(H.x & 0xFFFFu)) * (float)(sc1 * sa + sc2 * sb) -
-                     h2f((u16)(H.x >> 16)) * (float)mins);
+        // xd (d (sc1 sa + sc2 sb) - dmin mins)
+        const float dm = __fmul_rn(h2f((u16)(H.x >> 16)), (float)mins);
+        return {xd, __fmaf_rn(h2f((u16)(H.x & 0xFFFFu)), (float)(sc1 * sa + sc2 * sb), -dm)};
     }
 };
 
@@ -151,8 +161,8 @@ struct Q6Step {
         dw = h2f(__ldg((const u16*)(P + 208)));
     }
     template <bool X16>
-    __device__ __forceinline__ float dot(const u8* __restrict__ x, unsigned s,
-                                         unsigned lane) const {
+    __device__ __forceinline__ StepTerm dot(const u8* __restrict__ x, unsigned s,
+                                            unsigned lane) const {
         const unsigned t = lane & 3, n = t >> 1, l0 = 16 * (t & 1);
         const u32 sh0 = 8u * (t & 1), sh1 = sh0 + 16u;
         const u8* xb = x + (size_t)s * XL<X16>::BS;
@@ -166,7 +176,7 @@ struct Q6Step {
                          (int)(signed char)(u8)(sw0 >> sh1) * d1 +
                          (int)(signed char)(u8)(sw1 >> sh0) * d2 +
                          (int)(signed char)(u8)(sw1 >> sh1) * d3;
-        return xd * dw * (float)isum;
+        return {__fmul_rn(xd, dw), (float)isum};
     }
 };
 
@@ -186,57 +196,87 @@ struct PdlWait {
     }
 };
 
-// A lane's partial sum of a row of nsb super-blocks (the caller reduces the warp): its steps
-// s, s + 8, ... (s = lane / 4) added in that order; the first step's weights are loaded before
-// `wait`, so that for a kernel's first blocks they arrive while the earlier kernel still runs
-// and only the activations' loads follow the wait.
-template <class St, bool X16, class W>
+// A lane's partial sum of a row of nsb super-blocks (the caller reduces the row's lanes): with
+// LPR = 32 lanes a row, its steps s, s + 8, ... (s = lane / 4) added in that order; the first
+// step's weights are loaded before `wait`, so that for a kernel's first blocks they arrive while
+// the earlier kernel still runs and only the activations' loads follow the wait. With LPR = 16
+// (two rows a warp, half a warp each) lane l takes steps s, s + 4, ... (s = (l % 16) / 4): those
+// of lanes l and l + 16 of the 32-lane form, added into two sums in their orders (each step by
+// add_step's one fma), returned as the first xor-16 step of the 32-lane reduction adds them, so
+// a row gets the same bits both ways (infer/tests/gpu_quant/emu/fast.cpp).
+template <class St, bool X16, unsigned LPR, class W>
 __device__ __forceinline__ float row_steps(const u8* __restrict__ wr, const u8* __restrict__ x,
                                            unsigned nsb, unsigned lane, W wait) {
-    const unsigned s0 = lane >> 2;
+    const unsigned s0 = (lane % LPR) >> 2, st = LPR / 4;
     St a;
     if (s0 < nsb) a.load(wr, s0, lane);
     wait();
     float acc = 0.f;
-    if (s0 < nsb) acc += a.template dot<X16>(x, s0, lane);
+    if (s0 < nsb) acc = add_step(acc, a.template dot<X16>(x, s0, lane));
+    if (LPR == 32) {
 #pragma unroll 2
-    for (unsigned s = s0 + 8; s < nsb; s += 8) {
+        for (unsigned s = s0 + 8; s < nsb; s += 8) {
+            St b;
+            b.load(wr, s, lane);
+            acc = add_step(acc, b.template dot<X16>(x, s, lane));
+        }
+        return acc;
+    }
+    float acc1 = 0.f;  // the steps of lane l + 16 in the 32-lane form
+    for (unsigned s = s0 + st; s < nsb; s += 2 * st) {
         St b;
         b.load(wr, s, lane);
-        acc += b.template dot<X16>(x, s, lane);
+        if (s + st < nsb) {
+            St c;
+            c.load(wr, s + st, lane);
+            acc1 = add_step(acc1, b.template dot<X16>(x, s, lane));
+            acc = add_step(acc, c.template dot<X16>(x, s + st, lane));
+        } else {
+            acc1 = add_step(acc1, b.template dot<X16>(x, s, lane));
+        }
     }
-    return acc;
+    return acc + acc1;
 }
 
-template <bool X16, class W>
+template <bool X16, unsigned LPR, class W>
 __device__ __forceinline__ float row_any(u32 ty, const u8* wr, const u8* x, unsigned nsb,
                                          unsigned lane, W wait) {
-    return ty == FAST_Q6_K ? row_steps<Q6Step, X16>(wr, x, nsb, lane, wait)
-                           : row_steps<Q4Step, X16>(wr, x, nsb, lane, wait);
+    return ty == FAST_Q6_K ? row_steps<Q6Step, X16, LPR>(wr, x, nsb, lane, wait)
+                           : row_steps<Q4Step, X16, LPR>(wr, x, nsb, lane, wait);
 }
 // A row's partial sum for activation blocks of xbs bytes (304: the decode layout, else 292).
-template <class W>
+template <unsigned LPR = 32, class W>
 __device__ __forceinline__ float row_part(u32 ty, const u8* wr, const u8* x, unsigned nsb,
                                           unsigned lane, u32 xbs, W wait) {
-    return xbs == 304u ? row_any<true>(ty, wr, x, nsb, lane, wait)
-                       : row_any<false>(ty, wr, x, nsb, lane, wait);
+    return xbs == 304u ? row_any<true, LPR>(ty, wr, x, nsb, lane, wait)
+                       : row_any<false, LPR>(ty, wr, x, nsb, lane, wait);
+}
+
+// The sum of a row's lanes (all 32 lanes call it): warp_sum's order; with 16 lanes a row, its
+// xor steps after the first (row_steps' acc + acc1 is the first: lane l plus lane l + 16).
+template <unsigned LPR>
+__device__ __forceinline__ float row_sum(float v) {
+    if (LPR == 32) return warp_sum(v);
+    for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
 }
 
 }  // namespace fastmv
 
 #define FAST_WARPS 8
 
-// Row 8b + w of the concatenated segments of a product launch (block b, warp w): its weights,
-// output, type, segment (3: past the end) and row in the segment.
+// Row RPB b + i of the concatenated segments of a product launch (block b of RPB rows, row i
+// of the block): its weights, output, type, segment (3: past the end) and row in the segment.
 struct FastRow {
     const u8* w;
     float* y;
     u32 seg, row, ty;
 };
-__device__ __forceinline__ FastRow fast_row(unsigned warp, u32 nsb, const u8* w0, float* y0,
+template <unsigned RPB>
+__device__ __forceinline__ FastRow fast_row(unsigned i, u32 nsb, const u8* w0, float* y0,
                                             u32 rows0, const u8* w1, float* y1, u32 rows1,
                                             const u8* w2, float* y2, u32 rows2, u32 flags) {
-    unsigned row = blockIdx.x * FAST_WARPS + warp;
+    unsigned row = blockIdx.x * RPB + i;
     FastRow r{w0, y0, 3u, row, 0u};
     if (row < rows0) {
         r.seg = 0;
@@ -253,8 +293,8 @@ __device__ __forceinline__ FastRow fast_row(unsigned warp, u32 nsb, const u8* w0
 // Rotary embedding and KV-cache store in the epilogue of the Q, K, V products (segments 0, 1,
 // 2; kc null: none): ops_rope_kv's arithmetic in normal mode, whose pairs are adjacent rows
 // (rows0 and rows1 whole heads of hd, an even number; rope = hd | n_rot << 16). Before the
-// wait (pos and the factors are no earlier kernel's output), thread t < 4 takes the angle of
-// the block's pair t.
+// wait (pos and the factors are no earlier kernel's output), thread t < RPB / 2 takes the
+// angle of the block's pair t.
 struct FastRope {
     u16* kc;
     u16* vc;
@@ -266,28 +306,32 @@ __device__ __forceinline__ bool fast_rotated(const FastRow& r, const FastRope& r
     const u32 hd = rp.rope & 0xFFFFu, half = rp.rope >> 17;
     return r.seg < 2 && (r.row % hd) / 2 < half;
 }
+template <unsigned RPB>
 __device__ __forceinline__ void fast_rope_angles(const FastRope& rp, const FastRow& r, float* cs,
                                                  float* sn) {
-    if (rp.kc == nullptr || threadIdx.x >= FAST_WARPS / 2 || !fast_rotated(r, rp)) return;
+    if (rp.kc == nullptr || threadIdx.x >= RPB / 2 || !fast_rotated(r, rp)) return;
     op_rope_angle(rp.pos, (int)((r.row % (rp.rope & 0xFFFFu)) / 2), rp.theta_scale,
                   rp.freq_scale, rp.factors, cs[threadIdx.x], sn[threadIdx.x]);
 }
 // The block's results: y[row] (+)= acc (bit 8 + segment of flags: add), or with the epilogue
 // above, the rotated values (and the f16 cache rows of K and V at pos, widths rows1, rows2).
-// `pair` is the row of warp 2t (thread t < 4) and `own` that of warp t (thread t < 8).
+// `r` is the row of this thread's lanes (block row i: lanes i % R * LPR ... of warp i / R),
+// `own` that of block row t (thread t < RPB).
+template <unsigned R>
 __device__ __forceinline__ void fast_store(float acc, const FastRow& r, const FastRow& own,
                                            u32 flags, const FastRope& rp, u32 rows1, u32 rows2,
                                            float* part, const float* cs, const float* sn) {
+    constexpr unsigned LPR = 32 / R, RPB = FAST_WARPS * R;
     const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     if (rp.kc == nullptr) {
-        if (r.seg < 3 && lane == 0)
+        if (r.seg < 3 && lane % LPR == 0)
             r.y[r.row] = (flags >> (8 + r.seg)) & 1u ? __fadd_rn(r.y[r.row], acc) : acc;
         return;
     }
-    if (lane == 0) part[wid] = acc;
+    if (lane % LPR == 0) part[wid * R + lane / LPR] = acc;
     __syncthreads();  // the block's sums (and the angles) are visible to its first warp
     const unsigned t = threadIdx.x;
-    if (t >= FAST_WARPS || own.seg >= 3) return;
+    if (t >= RPB || own.seg >= 3) return;
     float o = part[t];
     if (fast_rotated(own, rp)) {
         const float a = part[t & ~1u], b = part[t | 1u], c = cs[t / 2], s = sn[t / 2];
@@ -301,30 +345,57 @@ __device__ __forceinline__ void fast_store(float acc, const FastRow& r, const Fa
 
 // Up to three products with the same Q8_K activation row x (nsb blocks of xbs bytes): segment
 // i has weights w_i (type (flags >> 2i) & 3), rows_i rows, output y_i; bit 8 + i of flags: add
-// the product to y_i instead of storing it (the residual stream). One warp per row of the
-// concatenated segments; the epilogue of fast_store.
+// the product to y_i instead of storing it (the residual stream). R rows a warp (fast_mv: one,
+// 32 lanes a row; fast_mv2: two, 16 lanes each, the same bits: row_steps), FAST_WARPS * R rows a
+// block; the epilogue of fast_store.
+template <unsigned R>
+__device__ __forceinline__ void fast_mv_rows(const u8* __restrict__ x, u32 nsb, const u8* w0,
+                                             float* y0, u32 rows0, const u8* w1, float* y1,
+                                             u32 rows1, const u8* w2, float* y2, u32 rows2,
+                                             u32 flags, u32 xbs, const FastRope& rp) {
+    constexpr unsigned LPR = 32 / R, RPB = FAST_WARPS * R;
+    __shared__ float part[RPB], cs[RPB / 2], sn[RPB / 2];
+    const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    const FastRow r = fast_row<RPB>(wid * R + lane / LPR, nsb, w0, y0, rows0, w1, y1, rows1, w2,
+                                    y2, rows2, flags);
+    const FastRow pair = fast_row<RPB>(2 * (threadIdx.x % (RPB / 2)), nsb, w0, y0, rows0, w1,
+                                       y1, rows1, w2, y2, rows2, flags);
+    fast_rope_angles<RPB>(rp, pair, cs, sn);
+    // the weights are no earlier kernel's output: row_part loads the first step's before
+    // waiting for x (no L2 prefetch of the rest: docs/gpu-inference.md)
+    float acc = 0.f;
+    if (R == 1) {
+        if (r.seg < 3)
+            acc = warp_sum(fastmv::row_part(r.ty, r.w, x, nsb, lane, xbs, fastmv::PdlWait{}));
+        else
+            fastmv::PdlWait{}();  // pdl_wait(), pdl_launch()
+    } else {
+        // both halves of the warp reduce (a row past the end has no steps)
+        acc = fastmv::row_sum<LPR>(fastmv::row_part<LPR>(r.ty, r.w, x, r.seg < 3 ? nsb : 0u,
+                                                         lane, xbs, fastmv::PdlWait{}));
+    }
+    const FastRow own = fast_row<RPB>(threadIdx.x % RPB, nsb, w0, y0, rows0, w1, y1, rows1, w2,
+                                      y2, rows2, flags);
+    fast_store<R>(acc, r, own, flags, rp, rows1, rows2, part, cs, sn);
+}
+
 extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
     fast_mv(const u8* __restrict__ x, u32 nsb, const u8* w0, float* y0, u32 rows0, const u8* w1,
             float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 xbs,
             u16* kc, u16* vc, u32 pos, u32 rope, float theta_scale, float freq_scale,
             const float* factors) {
-    __shared__ float part[FAST_WARPS], cs[FAST_WARPS / 2], sn[FAST_WARPS / 2];
-    const unsigned lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     const FastRope rp{kc, vc, pos, rope, theta_scale, freq_scale, factors};
-    const FastRow r = fast_row(wid, nsb, w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, flags);
-    const FastRow pair = fast_row(2 * (threadIdx.x % (FAST_WARPS / 2)), nsb, w0, y0, rows0, w1,
-                                  y1, rows1, w2, y2, rows2, flags);
-    fast_rope_angles(rp, pair, cs, sn);
-    // the weights are no earlier kernel's output: row_part loads the first step's before
-    // waiting for x (no L2 prefetch of the rest: docs/gpu-inference.md)
-    float acc = 0.f;
-    if (r.seg < 3)
-        acc = warp_sum(fastmv::row_part(r.ty, r.w, x, nsb, lane, xbs, fastmv::PdlWait{}));
-    else
-        fastmv::PdlWait{}();  // pdl_wait(), pdl_launch()
-    const FastRow own = fast_row(threadIdx.x % FAST_WARPS, nsb, w0, y0, rows0, w1, y1, rows1,
-                                 w2, y2, rows2, flags);
-    fast_store(acc, r, own, flags, rp, rows1, rows2, part, cs, sn);
+    fast_mv_rows<1>(x, nsb, w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, flags, xbs, rp);
+}
+// fast_mv with two rows a warp: half the warps for products whose rows outnumber what one wave
+// of fast_mv's blocks holds (Q, K and V of the 8B shape: 1.45 waves).
+extern "C" __global__ void __launch_bounds__(FAST_WARPS * 32)
+    fast_mv2(const u8* __restrict__ x, u32 nsb, const u8* w0, float* y0, u32 rows0, const u8* w1,
+             float* y1, u32 rows1, const u8* w2, float* y2, u32 rows2, u32 flags, u32 xbs,
+             u16* kc, u16* vc, u32 pos, u32 rope, float theta_scale, float freq_scale,
+             const float* factors) {
+    const FastRope rp{kc, vc, pos, rope, theta_scale, freq_scale, factors};
+    fast_mv_rows<2>(x, nsb, w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, flags, xbs, rp);
 }
 
 // SwiGLU of two products with the same Q8_K activation row: out[r] = silu(G x)[r] * (U x)[r]

@@ -65,6 +65,11 @@ fn gpu_shapes(ty: GgmlType) -> Vec<(usize, usize, usize)> {
     if ty.block_size() == 32 || ty.block_size() == 1 {
         v.push((2049, 576, 1));
     }
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        // more rows than one wave of fast_mv's blocks holds on an H100 (528 of 8 rows), fewer
+        // than one of fast_mv2's: two rows a warp (fast::two_rows)
+        v.push((6144, 4096, 1));
+    }
     v
 }
 
@@ -510,5 +515,34 @@ fn emulated_fused_norm_equals_norm_then_quantize() {
         "norm.cpp",
         &dir.0,
         "the emulated fused norm differs from the norm then the quantization",
+    );
+}
+
+/// The decode products with two rows a warp (`fast_mv2`) give `fast_mv`'s bytes, under the
+/// kernel emulator (tests/gpu_quant/emu/fast.cpp): plain, added-to, and with RoPE and the KV
+/// cache store in the epilogue.
+#[test]
+fn emulated_two_rows_a_warp_equal_one_row_a_warp() {
+    let Some(cxx) = cxx() else { return };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ops = std::fs::read_to_string(root.join("../kernels/ops.cu")).unwrap();
+    let end = ops
+        .lines()
+        .position(|l| l.starts_with("// ---") && l.ends_with(" kv_store"))
+        .expect("kernels/ops.cu has a kv_store section");
+    let part: String = ops.lines().take(end).map(|l| format!("{l}\n")).collect();
+    assert!(
+        part.contains("op_rope_angle("),
+        "the cut holds the rope angles"
+    );
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("llmstream-fast-emu-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join("ops_rope.cu"), part).unwrap();
+    build_and_run_emulated(
+        &cxx,
+        "fast.cpp",
+        &dir.0,
+        "the emulated products with two rows a warp differ from one row a warp",
     );
 }

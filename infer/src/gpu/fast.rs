@@ -1,5 +1,6 @@
 //! Launch wrappers for `kernels/fast.cu`: the decode (one-token) products for `Q4_K` and
-//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row and four lanes per super-block
+//! `Q6_K` weights (most of a `Q4_K_M` model), one warp per row (two, 16 lanes each, where that
+//! puts a launch in one wave of blocks: [`two_rows`]) and four lanes per super-block
 //! (64 weights a lane), 16-byte (`Q4_K`) or aligned 4-byte (`Q6_K`, 210-byte blocks) loads
 //! straight from global memory, the first super-block's before the wait for the earlier kernel
 //! (programmatic dependent launch), and the fused forms the engine uses per layer: up to three
@@ -21,7 +22,7 @@ use llmstream::gguf::GgmlType;
 use std::sync::OnceLock;
 
 /// Kernel names defined in `kernels/fast.cu`.
-pub(crate) const KERNELS: &[&str] = &["fast_mv", "fast_gate_up", "quant_act_q8_k16"];
+pub(crate) const KERNELS: &[&str] = &["fast_mv", "fast_mv2", "fast_gate_up", "quant_act_q8_k16"];
 
 /// Warps per block (`FAST_WARPS`).
 const WARPS: u32 = 8;
@@ -229,6 +230,7 @@ pub(crate) fn products(
     rope: Option<&RopeKv>,
 ) -> Result<()> {
     const K: &str = "fast_mv";
+
     if products.is_empty() || products.len() > 3 {
         return Err(invalid(K, format!("{} products", products.len())));
     }
@@ -249,6 +251,9 @@ pub(crate) fn products(
         }
         total += u64::from(rows);
     }
+    let two = two_rows(gpu, total)?;
+    let name = if two { "fast_mv2" } else { K };
+    let rpb = if two { 2 * WARPS } else { WARPS };
     let total = u32::try_from(total).map_err(|_| invalid(K, format!("{total} rows")))?;
     let rope = rope_args(K, rope, products)?;
     if total == 0 {
@@ -267,9 +272,37 @@ pub(crate) fn products(
     // `nsb` Q8_K blocks of xbs bytes, aligned for them (all checked above); unused segments
     // have 0 rows and are never touched. With the rope arguments the caches hold `n_ctx` rows
     // of the K/V width and pos < n_ctx, the factors n_rot/2 floats, and every segment is whole
-    // heads of an even head_dim (rope_args); kc null otherwise. Block b takes rows 8b..8b+8 of
-    // the concatenated segments. The spans outlive the launch (their owners' contract).
-    unsafe { launch(gpu, K, (total.div_ceil(WARPS), 1, 1), WARPS * 32, &args) }
+    // heads of an even head_dim (rope_args); kc null otherwise. Block b takes rows rpb b ..
+    // rpb (b + 1) of the concatenated segments (rpb: 8 for fast_mv, 16 for fast_mv2, whose
+    // parameters are fast_mv's). The spans outlive the launch (their owners' contract).
+    unsafe { launch(gpu, name, (total.div_ceil(rpb), 1, 1), WARPS * 32, &args) }
+}
+
+/// Whether the fast kernels may take two rows a warp (`LLMSTREAM_FAST_TWO=0` keeps one).
+fn two_rows_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LLMSTREAM_FAST_TWO").map_or(true, |v| v != "0"))
+}
+
+/// Whether a launch of `rows` rows takes two rows a warp (`fast_mv2`, the same bits as
+/// `fast_mv`): when one row a warp needs more than one wave of blocks on this GPU and two rows
+/// a warp fit in one (the Q, K and V products of the 8B shape: 768 blocks of 8 rows where an
+/// H100 holds 528, 384 of 16).
+fn two_rows(gpu: &Gpu, rows: u64) -> Result<bool> {
+    if !two_rows_enabled() {
+        return Ok(false);
+    }
+    let sms = u64::from(crate::gpu::quant::sm_count(gpu)?);
+    let wave = |k: &'static str| -> Result<u64> {
+        Ok(sms
+            * u64::from(crate::gpu::quant::occupancy(
+                gpu.function(k)?,
+                WARPS * 32,
+                0,
+            )?))
+    };
+    Ok(rows.div_ceil(u64::from(WARPS)) > wave("fast_mv")?
+        && rows.div_ceil(u64::from(2 * WARPS)) <= wave("fast_mv2")?)
 }
 
 /// `out = silu(G x) * (U x)` for `G`, `U` of `rows x cols` and one Q8_K activation row `xq`

@@ -29,7 +29,8 @@ use llmstream::gguf::GgmlType;
 
 use super::{DevSpan, Gpu, GpuError, Result};
 use crate::quant as cpu;
-use launch::{grid_for, launch, sm_count};
+use launch::{grid_for, launch};
+pub(crate) use launch::{occupancy, sm_count};
 pub(crate) use names::KERNELS;
 
 /// Warps per CTA of the quantized matvec (`lsq::WARPS` in `kernels/quant.cu`).

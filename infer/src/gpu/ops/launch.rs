@@ -24,6 +24,7 @@ pub(crate) enum Arg {
 /// start (and load their first weights) while the kernel before it finishes.
 pub(crate) const PDL_KERNELS: &[&str] = &[
     "fast_mv",
+    "fast_mv2",
     "fast_gate_up",
     "ops_rms_norm_q8k",
     "ops_rope_kv",
@@ -209,9 +210,17 @@ mod tests {
                 "{name}: {n_params} parameters, launch_pdl passes at most {}",
                 super::MAX_ARGS
             );
-            // directly, or through the product rows' wait (kernels/fast.cu: PdlWait)
+            // directly, or through the product rows' wait (kernels/fast.cu: PdlWait), or in
+            // fast_mv_rows (the body of fast_mv and fast_mv2), which takes that wait
+            let rows_waits = src.find("fast_mv_rows(").is_some_and(|i| {
+                src[i..]
+                    .find("\n}\n")
+                    .is_some_and(|e| src[i..i + e].contains("PdlWait{}"))
+            });
             assert!(
-                body.contains("pdl_wait();") || body.contains("PdlWait{}"),
+                body.contains("pdl_wait();")
+                    || body.contains("PdlWait{}")
+                    || (rows_waits && body.contains("fast_mv_rows<")),
                 "{name} never calls pdl_wait()"
             );
             assert!(

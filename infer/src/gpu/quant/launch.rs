@@ -39,7 +39,7 @@ static SMS: Mutex<Vec<(usize, u32)>> = Mutex::new(Vec::new());
 static OCCUPANCY: Mutex<Option<OccupancyCache>> = Mutex::new(None);
 
 /// Multiprocessors of the GPU's device (cached per device ordinal).
-pub(super) fn sm_count(gpu: &Gpu) -> Result<u32> {
+pub(crate) fn sm_count(gpu: &Gpu) -> Result<u32> {
     let ordinal = gpu.context().ordinal();
     let mut cache = SMS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(&(_, n)) = cache.iter().find(|(o, _)| *o == ordinal) {
@@ -56,7 +56,7 @@ pub(super) fn sm_count(gpu: &Gpu) -> Result<u32> {
 
 /// CTAs of `threads` threads and `shared` bytes of dynamic shared memory that fit one SM
 /// (cached per function).
-pub(super) fn occupancy(f: &CudaFunction, threads: u32, shared: u32) -> Result<u32> {
+pub(crate) fn occupancy(f: &CudaFunction, threads: u32, shared: u32) -> Result<u32> {
     let key = (f.cu_function() as usize, threads, shared);
     let mut cache = OCCUPANCY.lock().unwrap_or_else(|e| e.into_inner());
     let map = cache.get_or_insert_with(HashMap::new);

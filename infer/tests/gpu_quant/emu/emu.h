@@ -186,6 +186,7 @@ inline float __fmul_rn(float a, float b) { volatile float r = a * b; return gpu_
 inline float __fadd_rn(float a, float b) { volatile float r = a + b; return gpu_canon(r); }
 inline float __fsub_rn(float a, float b) { volatile float r = a - b; return gpu_canon(r); }
 inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return gpu_canon(r); }
+inline float __fmaf_rn(float a, float b, float c) { volatile float r = std::fma(a, b, c); return gpu_canon(r); }
 inline float __fsqrt_rn(float a) { volatile float r = std::sqrt(a); return gpu_canon(r); }
 inline float __int2float_rn(int v) { return (float)v; }
 inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned sh) {
@@ -195,6 +196,17 @@ inline int __dp4a(int a, int b, int c) {
   uint32_t acc = (uint32_t)c;
   for (int i = 0; i < 4; i++) acc += (uint32_t)((int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i)));
   return (int)acc;
+}
+template <class T> inline T __ldg(const T* p) { return *p; }
+// per byte: signed saturated a - b
+inline unsigned __vsubss4(unsigned a, unsigned b) {
+  unsigned r = 0;
+  for (int k = 0; k < 32; k += 8) {
+    int d = (int)(signed char)(a >> k) - (int)(signed char)(b >> k);
+    d = d < -128 ? -128 : d > 127 ? 127 : d;
+    r |= (unsigned)(d & 0xff) << k;
+  }
+  return r;
 }
 inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 
