@@ -1,5 +1,6 @@
 // Decode kernels (one token): matrix-vector products for the K-quants that make up a Q4_K_M
-// model, and the fused steps around them. One warp per weight row, weights loaded straight
+// model, and the fused steps around them. One warp per weight row (or half a warp: fast_mv2,
+// for launches that then fit one wave of blocks), weights loaded straight
 // from global memory (no shared-memory staging), the Q8_K activations read through L1 (every
 // row uses the same few KiB), dp4a on the same integers as the CPU kernels.
 
