@@ -489,60 +489,51 @@ fn emulated_kernels_match_cpu() {
     );
 }
 
+/// Runs emulator `program` with `kernels/ops.cu` up to its section `until` (the rest needs more
+/// of CUDA than the emulator has) written as `cut` next to it; `holds`: what the cut must
+/// contain.
+fn emulate_with_ops_cut(until: &str, holds: &str, cut: &str, program: &str, what: &str) {
+    let Some(cxx) = cxx() else { return };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let ops = std::fs::read_to_string(root.join("../kernels/ops.cu")).unwrap();
+    let end = ops
+        .lines()
+        .position(|l| l.starts_with("// ---") && l.ends_with(&format!(" {until}")))
+        .unwrap_or_else(|| panic!("kernels/ops.cu has a {until} section"));
+    let part: String = ops.lines().take(end).map(|l| format!("{l}\n")).collect();
+    assert!(part.contains(holds), "the cut of ops.cu holds {holds}");
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("llmstream-emu-{program}-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join(cut), part).unwrap();
+    build_and_run_emulated(&cxx, program, &dir.0, what);
+}
+
 /// The fused decode norm (`ops_rms_norm_q8k`) against `ops_rms_norm` then `quant_act_q8_k`,
 /// byte for byte under the emulator (`emu/norm.cpp`): the reductions and rms_norm sections of
 /// `kernels/ops.cu`, up to its rope section, are cut out for it.
 #[test]
 fn emulated_fused_norm_equals_norm_then_quantize() {
-    let Some(cxx) = cxx() else { return };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ops = std::fs::read_to_string(root.join("../kernels/ops.cu")).unwrap();
-    let end = ops
-        .lines()
-        .position(|l| l.starts_with("// ---") && l.ends_with(" rope"))
-        .expect("kernels/ops.cu has a rope section");
-    let part: String = ops.lines().take(end).map(|l| format!("{l}\n")).collect();
-    assert!(
-        part.contains("ops_rms_norm_q8k("),
-        "the cut holds the fused norm"
-    );
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("llmstream-norm-emu-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("ops_norm.cu"), part).unwrap();
-    build_and_run_emulated(
-        &cxx,
+    emulate_with_ops_cut(
+        "rope",
+        "ops_rms_norm_q8k(",
+        "ops_norm.cu",
         "norm.cpp",
-        &dir.0,
         "the emulated fused norm differs from the norm then the quantization",
     );
 }
 
 /// The decode products with two rows a warp (`fast_mv2`) give `fast_mv`'s bytes, under the
-/// kernel emulator (tests/gpu_quant/emu/fast.cpp): plain, added-to, and with RoPE and the KV
-/// cache store in the epilogue.
+/// kernel emulator (`emu/fast.cpp`): plain, added-to, and with RoPE and the KV cache store in
+/// the epilogue; `kernels/ops.cu` up to its kv_store section (the rope angles) is cut out.
 #[test]
 fn emulated_two_rows_a_warp_equal_one_row_a_warp() {
-    let Some(cxx) = cxx() else { return };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let ops = std::fs::read_to_string(root.join("../kernels/ops.cu")).unwrap();
-    let end = ops
-        .lines()
-        .position(|l| l.starts_with("// ---") && l.ends_with(" kv_store"))
-        .expect("kernels/ops.cu has a kv_store section");
-    let part: String = ops.lines().take(end).map(|l| format!("{l}\n")).collect();
-    assert!(
-        part.contains("op_rope_angle("),
-        "the cut holds the rope angles"
-    );
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("llmstream-fast-emu-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("ops_rope.cu"), part).unwrap();
-    build_and_run_emulated(
-        &cxx,
+    emulate_with_ops_cut(
+        "kv_store",
+        "op_rope_angle(",
+        "ops_rope.cu",
         "fast.cpp",
-        &dir.0,
         "the emulated products with two rows a warp differ from one row a warp",
     );
 }

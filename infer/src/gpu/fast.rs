@@ -230,7 +230,6 @@ pub(crate) fn products(
     rope: Option<&RopeKv>,
 ) -> Result<()> {
     const K: &str = "fast_mv";
-
     if products.is_empty() || products.len() > 3 {
         return Err(invalid(K, format!("{} products", products.len())));
     }
@@ -251,14 +250,14 @@ pub(crate) fn products(
         }
         total += u64::from(rows);
     }
-    let two = two_rows(gpu, total)?;
-    let name = if two { "fast_mv2" } else { K };
-    let rpb = if two { 2 * WARPS } else { WARPS };
     let total = u32::try_from(total).map_err(|_| invalid(K, format!("{total} rows")))?;
     let rope = rope_args(K, rope, products)?;
     if total == 0 {
         return Ok(());
     }
+    let two = two_rows(gpu, u64::from(total))?;
+    let name = if two { "fast_mv2" } else { K };
+    let rpb = if two { 2 * WARPS } else { WARPS };
     let nsb32 = u32::try_from(nsb).map_err(|_| invalid(K, format!("{nsb} blocks")))?;
     let mut args = Vec::with_capacity(21);
     args.extend([Arg::Ptr(xq.ptr()), Arg::U32(nsb32)]);
