@@ -528,8 +528,8 @@ extern "C" __global__ void __launch_bounds__(256)
 // K where the block's heads share one kv head) before the PDL wait, q and row pos0 after it.
 // Arithmetic as ops_attn_partial with one chunk (Q rounded to f16, dots in float, weights
 // exp(s - max) rounded to f16) and ops_attn_combine (times 1 / the sum of the unrounded
-// weights). With xq, the block's 256 outputs are also quantized (Q8_K,
-// the decode layout, as ops_attn_combine_q8k).
+// weights). With xq, the block's 256 outputs are also quantized (Q8_K, the decode layout, as
+// ops_attn_combine_q8k).
 #define OP_ATT1_MAX 512
 #define OP_ATT1_VB 4
 

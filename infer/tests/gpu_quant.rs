@@ -14,7 +14,8 @@
 //! Tests that need a GPU print `skipped: ...` without one. `emulated_kernels_match_cpu` runs
 //! the same cases through the kernels under a CPU emulator of the CUDA execution model
 //! (`tests/gpu_quant/emu/`), on any machine with a C++17 compiler (`$CXX`, else `g++`);
-//! `emulated_fused_norm_equals_norm_then_quantize` checks the decode path's fused norm there.
+//! `emulated_fused_norm_equals_norm_then_quantize` checks the decode path's fused norm there,
+//! `emulated_two_rows_a_warp_equal_one_row_a_warp` the products at two rows a warp.
 #![allow(clippy::unwrap_used)]
 
 #[path = "gpu_quant/cases.rs"]

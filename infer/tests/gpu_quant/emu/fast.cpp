@@ -147,6 +147,22 @@ int main() {
     const auto one = run(false, nsb, xbs, seg, w, x, y0, rope, hd, n_rot, pos, factors);
     const auto two = run(true, nsb, xbs, seg, w, x, y0, rope, hd, n_rot, pos, factors);
     cases++;
+    // the products wrote every output row (equal bytes of two kernels that wrote nothing would
+    // prove nothing), and with RoPE the caches' row pos
+    size_t off = 0, unwritten = 0;
+    for (int i = 0; i < 3; i++)
+      for (u32 r = 0; r < seg[i].rows; r++, off += 4)
+        unwritten += memcmp(one.data() + off, &y0[i][r], 4) == 0;
+    if (rope) {
+      const size_t kw = seg[1].rows * 2, vw = seg[2].rows * 2;
+      const std::vector<u8> k0(kw, 0x11), v0(vw, 0x22);
+      unwritten += memcmp(one.data() + off + pos * kw, k0.data(), kw) == 0;
+      unwritten += memcmp(one.data() + off + (pos + 2) * kw + pos * vw, v0.data(), vw) == 0;
+    }
+    if (unwritten) {
+      bad++;
+      printf("case %d: %zu outputs (or cache rows) not written\n", trial, unwritten);
+    }
     if (one != two) {
       bad++;
       printf("case %d (nsb %u, %u-byte blocks, rope %d): two rows a warp differ\n", trial, nsb,
